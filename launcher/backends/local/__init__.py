@@ -1,0 +1,1 @@
+"""The embedded default backend: this machine, a local process per attempt."""

@@ -1,0 +1,219 @@
+"""The ``launch`` command line. Thin: each command parses, calls the library, and prints.
+
+JSON goes to stdout only; messages go to stderr. Exit codes: 0 ok, 1 a user error (one line, no
+traceback unless ``--debug``), 2 bad usage. Nothing heavy (torch, boto3, SDKs) is imported here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from launcher import state as st
+from launcher.errors import LaunchError
+
+EPILOG_UP = """\b
+Examples:
+  launch up tasks/quickstart.yaml                      # run here, follow the logs
+  launch up tasks/quickstart.yaml --chaos term@20s,kill@45s
+                                                       # fire drill: preempt it twice
+  launch up tasks/imagenet.yaml --infra ssh/lab -d     # on an SSH pool, detached
+  launch up tasks/quickstart.yaml --env EPOCHS=2 --name qs-short
+\b
+--chaos SPEC is a comma list of KIND@TIME. KIND is 'term' (a preemption notice: SIGTERM, the
+trainer saves and exits) or 'kill' (the machine vanishes: SIGKILL, no notice). TIME counts the
+job's running time across attempts (20s, 1.5m, 500ms). Each drill fires once.
+"""
+
+
+def _err(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def _state() -> st.State:
+    from launcher import daemon
+
+    state = st.State()
+    for job_id in daemon.ensure_supervisors(state):
+        _err(f"(restarted the supervisor of job {job_id})")
+    return state
+
+
+class Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LaunchError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            _err(f"Error: {e}")
+            sys.exit(1)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Start with: launch up tasks/quickstart.yaml")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(package_name="launch")
+@click.pass_context
+def cli(ctx, debug):
+    """Run training jobs from SkyPilot task YAMLs on cheap, interruptible machines.
+
+    A preemption, outbid or session timeout relaunches the job, which resumes from its last
+    checkpoint in the object store. State lives in ~/.launch (LAUNCH_HOME overrides).
+    """
+    ctx.obj = {"debug": debug}
+
+
+@cli.command(epilog=EPILOG_UP)
+@click.argument("task", type=click.Path(dir_okay=False))
+@click.option("--infra", help="Where to run: local, ssh/<pool>, vast, kaggle, or a SkyPilot infra "
+              "(aws, gcp, k8s, slurm/<cluster>...). Overrides LAUNCH_INFRA and resources.infra.")
+@click.option("-d", "--detach", is_flag=True, help="Return once the job is submitted.")
+@click.option("--chaos", "chaos_spec", metavar="SPEC", help="Fire drills, e.g. term@20s,kill@45s.")
+@click.option("--name", help="Job name (default: the task's name).")
+@click.option("--env", "envs", multiple=True, metavar="KEY=VALUE",
+              help="Override one of the task's envs (repeatable). KEY alone takes your environment's value.")
+@click.option("--store", help="Checkpoint store root (s3://bucket/prefix or file:///path). "
+              "Overrides LAUNCH_STORE and the task's /checkpoints mount.")
+@click.option("--keep-last", default=3, show_default=True, help="Checkpoints kept in the store (plus the best).")
+def up(task, infra, detach, chaos_spec, name, envs, store, keep_last):
+    """Launch TASK (a SkyPilot task YAML) and follow its logs until it ends.
+
+    Ctrl-C stops following; the job goes on. Exits 0 when the job succeeded.
+    """
+    from launcher import jobs
+
+    state = _state()
+    sub = jobs.prepare(task, infra=infra, store=store, envs=envs, chaos_spec=chaos_spec, name=name)
+    job = jobs.submit(sub, state, options={"keep_last": keep_last})
+    drills = f", fire drills {sub.chaos}" if sub.chaos else ""
+    _err(f"Job {job.id} ({job.run_id}) submitted on {job.infra}{drills}.")
+    _err(f"Checkpoints: {job.store_uri}")
+    if detach:
+        _err(f"To stream logs: launch logs {job.id} -f\nTo see its state: launch status {job.id}")
+        return
+    sys.exit(_follow(state, job.id))
+
+
+def _follow(state: st.State, job_id: int) -> int:
+    from launcher.logs import job_lines
+
+    try:
+        for line in job_lines(state, job_id, follow=True):
+            click.echo(line)
+        while not state.job(job_id).terminal:  # the last attempt's log ended before the job did
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        _err(f"\nDetached; job {job_id} goes on. To stream logs again: launch logs {job_id} -f")
+        return 130
+    job = state.job(job_id)
+    attempts = state.attempts(job_id)
+    preempted = sum(a.state == "PREEMPTED" for a in attempts)
+    extra = f" ({preempted} preempted)" if preempted else ""
+    _err(f"Job {job_id} {job.state} after {len(attempts)} attempt(s){extra}. "
+         f"Details: launch status {job_id}")
+    return 0 if job.state == st.SUCCEEDED else 1
+
+
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    s = int(time.time() - ts)
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= n:
+            return f"{s // n}{unit} ago"
+    return f"{s}s ago"
+
+
+def _progress(p: dict) -> str:
+    if not p:
+        return "-"
+    parts = []
+    if "epoch" in p:
+        parts.append(f"epoch {p['epoch']}")
+    if "step" in p:
+        parts.append(f"step {p['step']}")
+    return " ".join(parts) or "-"
+
+
+@cli.command(epilog="\b\nExamples:\n  launch status\n  launch status 3\n  launch status --json | jq '.[0].attempts'")
+@click.argument("job", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: a list of jobs with their attempts.")
+def status(job, as_json):
+    """Jobs, their attempts, progress and cost so far (or one JOB in detail)."""
+    from launcher import jobs
+
+    state = _state()
+    selected = [state.job(job)] if job else state.jobs()
+    docs = [jobs.describe(state, j) for j in selected]
+    if as_json:
+        click.echo(json.dumps(docs, indent=1))
+        return
+    if not docs:
+        _err("No jobs yet. Start one with: launch up tasks/quickstart.yaml")
+        return
+    rows = [("ID", "NAME", "INFRA", "STATE", "ATTEMPTS", "PROGRESS", "COST", "SUBMITTED")]
+    for d in docs:
+        rows.append((str(d["id"]), d["name"], d["infra"], d["state"], str(len(d["attempts"])),
+                     _progress(d["progress"]), f"${d['cost']:.2f}", _ago(d["created"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    if job:
+        d = docs[0]
+        click.echo(f"\nstore: {d['store']}\nreason: {d['reason'] or '-'}\nattempts:")
+        for a in d["attempts"]:
+            click.echo(f"  {a['number']}  {a['state']:<12} {a['host'] or '-':<16} {_ago(a['started']):<10} "
+                       f"{a['reason']}")
+        click.echo("events:")
+        for e in state.events(d["id"])[-15:]:
+            click.echo(f"  {time.strftime('%H:%M:%S', time.localtime(e['ts']))}  {e['kind']:<10} {e['message']}")
+
+
+@cli.command(epilog="\b\nExamples:\n  launch logs 3 -f\n  launch logs 3 --attempt 1")
+@click.argument("job")
+@click.option("-f", "--follow", is_flag=True, help="Keep streaming until the job ends.")
+@click.option("--attempt", type=int, help="Only this attempt's log.")
+def logs(job, follow, attempt):
+    """Logs of JOB, attempt after attempt; after a machine is gone, from the store."""
+    from launcher.logs import job_lines
+
+    state = _state()
+    j = state.job(job)
+    try:
+        for line in job_lines(state, j.id, attempt=attempt, follow=follow):
+            click.echo(line)
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command(epilog="\b\nExamples:\n  launch down 3\n  launch down 3 4 5")
+@click.argument("job_ids", nargs=-1, required=True, metavar="JOB...")
+def down(job_ids):
+    """Cancel JOBs and tear down their machines; nothing is left billing."""
+    from launcher import jobs
+
+    state = _state()
+    for job_id in job_ids:
+        job = jobs.cancel(state, job_id)
+        _err(f"Job {job.id} {job.state}.")
+
+
+def _register_optional_groups() -> None:
+    try:
+        from launcher.commands import store as store_cmd
+    except ImportError:
+        return
+    cli.add_command(store_cmd.store)
+
+
+def main() -> None:
+    _register_optional_groups()
+    cli(prog_name="launch")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""The contract shared by the launcher and every trainer: environment names and checkpoint layout.
+
+This is the only module of ``launcher`` that trainers import. It uses the standard library only,
+so a trainer (or a user's own script) can follow the contract without installing anything else.
+
+Store layout under a job's prefix (a URI such as ``s3://bucket/runs/quickstart-1a2b3c4d``)::
+
+    ckpt/step-00001234/<files>        the checkpoint's files, uploaded first
+    ckpt/step-00001234/MANIFEST.json  written last; a checkpoint exists only when this does
+    logs/attempt-1.log                each attempt's output, uploaded as it grows
+    metrics.jsonl                     one JSON object per line, uploaded as it grows
+    outputs/...                       the trainer's results (history.csv, results.json, figures)
+    DONE                              written once the run exited 0
+
+On the machine, ``LAUNCH_CHECKPOINT_DIR`` mirrors ``ckpt/`` (it holds ``step-*`` folders) and
+``LAUNCH_OUTPUT_DIR`` mirrors the job prefix's ``metrics.jsonl`` and ``outputs/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+# --- environment seen by the run -------------------------------------------------------------
+ENV_JOB_ID = "LAUNCH_JOB_ID"  # stable across attempts (a string, e.g. "quickstart-1a2b3c4d")
+ENV_ATTEMPT = "LAUNCH_ATTEMPT"  # 1, 2, ... one per machine the job has run on
+ENV_CHECKPOINT_DIR = "LAUNCH_CHECKPOINT_DIR"  # local folder of step-* checkpoints, synced by the backend
+ENV_CHECKPOINT_URI = "LAUNCH_CHECKPOINT_URI"  # the store URI of the same checkpoints (…/ckpt)
+ENV_OUTPUT_DIR = "LAUNCH_OUTPUT_DIR"  # local folder for metrics.jsonl and results, synced up
+ENV_DEADLINE = "LAUNCH_DEADLINE"  # unix time: checkpoint and exit (code PREEMPTED) before it
+ENV_FORCE_RESUME = "LAUNCH_FORCE_RESUME"  # "1": resume even if the config fingerprint differs
+
+# The exit code by which a run says "I was told to stop (preemption notice or deadline), my state
+# is saved, relaunch me". Any other non-zero code is an error. 75 is EX_TEMPFAIL in sysexits.h.
+EXIT_PREEMPTED = 75
+
+# --- store layout -----------------------------------------------------------------------------
+CKPT_PREFIX = "ckpt/"
+LOGS_PREFIX = "logs/"
+OUTPUTS_PREFIX = "outputs/"
+METRICS_NAME = "metrics.jsonl"
+DONE_NAME = "DONE"
+MANIFEST_NAME = "MANIFEST.json"
+MANIFEST_FORMAT = 1
+
+# The path at which a task declares its checkpoint store as a storage file mount:
+#   file_mounts: {/checkpoints: {source: s3://bucket/prefix, mode: MOUNT_CACHED}}
+CHECKPOINT_MOUNT = "/checkpoints"
+
+_STEP_RE = re.compile(r"^step-(\d{8,})$")
+
+
+def step_dirname(step: int) -> str:
+    """``1234 -> "step-00001234"``; zero-padded so names sort by step."""
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    return f"step-{step:08d}"
+
+
+def parse_step(name: str) -> int | None:
+    """The step of a checkpoint folder name, or None if the name is not one."""
+    m = _STEP_RE.match(name.rstrip("/").rsplit("/", 1)[-1])
+    return int(m.group(1)) if m else None
+
+
+def log_name(attempt: int) -> str:
+    return f"attempt-{attempt}.log"
+
+
+def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(bufsize):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint(config: Any) -> str:
+    """A short stable hash of a JSON-able config; resuming under another fingerprint is refused."""
+    blob = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build_manifest(
+    ckpt_dir: str | os.PathLike,
+    *,
+    step: int,
+    epoch: int | float = 0,
+    metrics: dict[str, Any] | None = None,
+    fingerprint: str = "",
+    best: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Describe every file under ``ckpt_dir`` (name, size, sha256) plus the training position.
+
+    ``best`` optionally names the metric that retention keeps the best checkpoint by:
+    ``{"key": "val_acc", "mode": "max", "value": 0.71}``.
+    """
+    root = Path(ckpt_dir)
+    files = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != MANIFEST_NAME and not p.name.endswith(".tmp"):
+            rel = p.relative_to(root).as_posix()
+            files[rel] = {"size": p.stat().st_size, "sha256": sha256_file(p)}
+    return {
+        "format": MANIFEST_FORMAT,
+        "step": int(step),
+        "epoch": epoch,
+        "files": files,
+        "metrics": metrics or {},
+        "fingerprint": fingerprint,
+        "best": best,
+        "created": time.time(),
+    }
+
+
+def write_manifest(ckpt_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
+    """Write MANIFEST.json atomically (temp file, fsync, rename). Call it after every file is
+    written: its presence is what makes the checkpoint exist."""
+    path = Path(ckpt_dir) / MANIFEST_NAME
+    tmp = path.with_name(MANIFEST_NAME + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(ckpt_dir: str | os.PathLike) -> dict[str, Any] | None:
+    try:
+        with open(Path(ckpt_dir) / MANIFEST_NAME) as f:
+            m = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return m if isinstance(m, dict) and m.get("format") == MANIFEST_FORMAT else None
+
+
+def verify_checkpoint(ckpt_dir: str | os.PathLike, *, check_hash: bool = True) -> dict[str, Any] | None:
+    """The manifest of a complete, intact checkpoint folder; None when any file is missing, has
+    another size, or (with ``check_hash``) another sha256."""
+    root = Path(ckpt_dir)
+    m = read_manifest(root)
+    if m is None:
+        return None
+    for rel, meta in m.get("files", {}).items():
+        p = root / rel
+        try:
+            if p.stat().st_size != meta["size"]:
+                return None
+        except OSError:
+            return None
+        if check_hash and sha256_file(p) != meta["sha256"]:
+            return None
+    return m
+
+
+def local_checkpoints(root: str | os.PathLike) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every ``step-*`` folder under root, highest step first (unverified)."""
+    r = Path(root)
+    if not r.is_dir():
+        return []
+    found = [(s, p) for p in r.iterdir() if p.is_dir() and (s := parse_step(p.name)) is not None]
+    return sorted(found, reverse=True)
+
+
+def latest_checkpoint(root: str | os.PathLike) -> tuple[int, Path, dict[str, Any]] | None:
+    """The highest-step checkpoint under ``root`` whose manifest verifies, or None."""
+    for step, path in local_checkpoints(root):
+        m = verify_checkpoint(path)
+        if m is not None:
+            return step, path, m
+    return None
+
+
+def checkpoint_root_from_env() -> Path | None:
+    """The local checkpoint folder from the environment: ``LAUNCH_CHECKPOINT_DIR``, or a
+    ``file://`` ``LAUNCH_CHECKPOINT_URI``. None when neither is set (a plain local run)."""
+    d = os.environ.get(ENV_CHECKPOINT_DIR)
+    if d:
+        return Path(d)
+    uri = os.environ.get(ENV_CHECKPOINT_URI, "")
+    if uri.startswith("file://"):
+        return Path(uri[len("file://"):])
+    if uri:
+        raise RuntimeError(
+            f"{ENV_CHECKPOINT_URI}={uri} is a remote store; run under `launch` (which syncs it to "
+            f"{ENV_CHECKPOINT_DIR}) or set {ENV_CHECKPOINT_DIR} to a local folder"
+        )
+    return None
+
+
+def deadline_from_env() -> float | None:
+    v = os.environ.get(ENV_DEADLINE)
+    return float(v) if v else None

@@ -1,0 +1,162 @@
+"""What the CLI's job commands do, as a library: submit, cancel, describe.
+
+Precedence everywhere: command-line flag > environment > task YAML > default.
+- infra: ``--infra`` > ``LAUNCH_INFRA`` > ``resources.infra`` > ``local``
+- store: ``--store`` > ``LAUNCH_STORE`` > the task's ``/checkpoints`` storage mount > ``file://$LAUNCH_HOME/store``
+- envs:  ``--env KEY=VALUE`` > the task's ``envs``
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from launcher import chaos, daemon, state as st
+from launcher.errors import InfraError, LaunchError, TaskError
+from launcher.task import Task, load_task, parse_env_overrides
+
+
+@dataclass
+class Submission:
+    task: Task
+    infra: str
+    store_root: str
+    envs: dict[str, str]
+    chaos: str
+    name: str
+
+
+def resolve_infra(task: Task, flag: str | None) -> str:
+    if flag:
+        return flag
+    if os.environ.get("LAUNCH_INFRA"):
+        return os.environ["LAUNCH_INFRA"]
+    if task.resources.infra:
+        return task.resources.infra
+    infras = {o.get("infra") for o in task.resources.options() if o.get("infra")}
+    if len(infras) == 1:
+        return infras.pop()
+    if len(infras) > 1:
+        raise TaskError(f"{task.path}: resources options name several infras ({', '.join(sorted(infras))});"
+                        " choose one with --infra")
+    return "local"
+
+
+def default_store() -> str:
+    return (st.launch_home() / "store").resolve().as_uri()
+
+
+def resolve_store(task: Task, flag: str | None) -> str:
+    if flag:
+        uri = flag
+    elif os.environ.get("LAUNCH_STORE"):
+        uri = os.environ["LAUNCH_STORE"]
+    elif (m := task.checkpoint_mount()) is not None and isinstance(m.source, str):
+        uri = m.source
+    else:
+        return default_store()
+    if uri.startswith("/") or uri.startswith("~"):
+        uri = Path(uri).expanduser().resolve().as_uri()
+    if not (uri.startswith("file://") or uri.startswith("s3://")):
+        raise TaskError(f"store {uri!r}: expected s3://bucket/prefix or file:///path")
+    return uri.rstrip("/")
+
+
+def check_store(uri: str) -> None:
+    """Fail early, before anything is rented, if the store cannot be written."""
+    if uri.startswith("file://"):
+        path = Path(uri[len("file://"):])
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LaunchError(f"store {uri}: cannot create {path}: {e.strerror}") from None
+        if not os.access(path, os.W_OK):
+            raise LaunchError(f"store {uri}: {path} is not writable")
+        return
+    from launcher.store import check_writable
+
+    check_writable(uri)
+
+
+def prepare(task_path: str, *, infra: str | None = None, store: str | None = None,
+            envs: tuple[str, ...] = (), chaos_spec: str | None = None, name: str | None = None) -> Submission:
+    task = load_task(task_path)
+    if not task.run:
+        raise TaskError(f"{task_path}: the task has no 'run' command")
+    overrides = parse_env_overrides(envs)
+    drills = chaos.parse_chaos(chaos_spec)
+    resolved_infra = resolve_infra(task, infra)
+    if resolved_infra == "local" and task.num_nodes > 1:
+        raise InfraError(f"{task_path}: num_nodes={task.num_nodes} needs several machines; "
+                         "use --infra ssh/<pool> or a cloud")
+    if name is not None and not name.replace("-", "").replace("_", "").isalnum():
+        raise TaskError(f"--name {name!r}: use letters, digits, '-' and '_'")
+    return Submission(task=task, infra=resolved_infra, store_root=resolve_store(task, store),
+                      envs=overrides, chaos=chaos.format_chaos(drills),
+                      name=name or task.display_name)
+
+
+def submit(sub: Submission, state: st.State, *, options: dict[str, Any] | None = None) -> st.Job:
+    """Record the job and start its supervisor; returns at once."""
+    from launcher.backends import get_backend
+
+    get_backend(sub.infra)  # unknown infra or missing SDK: fail now, not in the background
+    check_store(sub.store_root)
+    opts = {"envs": sub.envs, "chaos": sub.chaos, **(options or {})}
+    job = state.create_job(name=sub.name, task_path=sub.task.path and str(Path(sub.task.path).resolve()),
+                           task_yaml=Path(sub.task.path).read_text(), infra=sub.infra,
+                           store_uri=sub.store_root, options=opts)
+    daemon.spawn_supervisor(job.id)
+    return job
+
+
+def cancel(state: st.State, job_id: int | str, timeout: float = 120.0) -> st.Job:
+    """Ask the job's supervisor to stop and tear down; without a live supervisor, do it here.
+    Returns once the job is CANCELLED (or had already ended)."""
+    job = state.job(job_id)
+    if job.terminal:
+        return job
+    state.transition(job.id, st.CANCELLING, "launch down")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = state.job(job.id)
+        if job.terminal:
+            return job
+        if not daemon.is_supervised(job.id):
+            return _cancel_here(state, job)
+        time.sleep(0.2)
+    raise LaunchError(f"job {job.id}: the supervisor did not finish tearing down in {timeout:.0f} s; "
+                      f"run `launch down {job.id}` again")
+
+
+def _cancel_here(state: st.State, job: st.Job) -> st.Job:
+    from launcher.backends import get_backend
+
+    lock = daemon.acquire_lock(job.id, wait=3.0)
+    if lock is None:  # a supervisor came back meanwhile; it will see CANCELLING
+        return state.job(job.id)
+    try:
+        backend = get_backend(job.infra)
+        for a in state.attempts(job.id):
+            if a.state in (st.STARTING, st.RUNNING):
+                backend.terminate(a.handle)
+                state.set_attempt(job.id, a.n, state=st.CANCELLED, reason="cancelled by launch down",
+                                  ended=time.time())
+        state.transition(job.id, st.CANCELLED, "cancelled by launch down")
+    finally:
+        lock.close()
+    return state.job(job.id)
+
+
+def describe(state: st.State, job: st.Job) -> dict[str, Any]:
+    attempts = state.attempts(job.id)
+    return {
+        "id": job.id, "run_id": job.run_id, "name": job.name, "state": job.state, "reason": job.reason,
+        "infra": job.infra, "store": job.store_uri, "task": job.task_path, "created": job.created,
+        "ended": job.ended, "progress": job.progress,
+        "cost": round(sum(a.cost() for a in attempts), 6),
+        "attempts": [a.to_dict() for a in attempts],
+    }

@@ -1,0 +1,118 @@
+"""The recovery decision: a pure function ``decide(event, history, policy) -> Action``.
+
+The policy is data. ``RULES`` maps how an attempt ended to what happens next; the function only
+applies it, so every case is one row of a table in the tests. Sequences it produces, for example:
+
+    attempt 1 preempted (notice)       -> relaunch now on the same option, resume from the store
+    attempt 2 preempted again quickly  -> relaunch after 5 s (backoff doubles, capped)
+    attempt 3 no capacity on V100      -> relaunch after 5 s on the next any_of option (A6000)
+    attempt 4 exit code 1              -> failed (max_restarts_on_errors: 0)
+    attempt 4 exit code 1              -> relaunch (max_restarts_on_errors: 2, 1 used so far)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Outcome(str, Enum):
+    SUCCEEDED = "succeeded"
+    PREEMPTED = "preempted"  # notice + exit 75, host lost, outbid, session ended, fire drill
+    FAILED = "failed"  # the run exited non-zero: a user error
+    NO_CAPACITY = "no_capacity"  # nothing to rent / no free host right now
+    SETUP_FAILED = "setup_failed"  # bootstrap or setup could not complete on the machine
+
+
+@dataclass(frozen=True)
+class Event:
+    outcome: Outcome
+    exit_code: int | None = None
+    reason: str = ""
+    option: int = 0  # index of the resources option the attempt ran on
+
+
+@dataclass(frozen=True)
+class Policy:
+    max_restarts_on_errors: int = 0
+    recover_on_exit_codes: frozenset[int] = frozenset()
+    n_options: int = 1
+    eager_failover: bool = False  # EAGER_NEXT_REGION: move to the next option after a preemption
+    backoff_initial: float = 5.0
+    backoff_factor: float = 2.0
+    backoff_max: float = 300.0
+    max_setup_failures: int = 3
+
+
+@dataclass(frozen=True)
+class Action:
+    relaunch: bool
+    final_state: str = ""  # SUCCEEDED | FAILED when not relaunching
+    delay: float = 0.0
+    option: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Rule:
+    retry: bool
+    counts_as_error: bool = False  # bounded by max_restarts_on_errors
+    failover: bool = False  # move to the next resources option
+    backoff_from: int = 1  # the n-th consecutive such event is the first to wait
+
+
+RULES: dict[Outcome, Rule] = {
+    Outcome.SUCCEEDED: Rule(retry=False),
+    Outcome.PREEMPTED: Rule(retry=True, backoff_from=2),
+    Outcome.NO_CAPACITY: Rule(retry=True, failover=True, backoff_from=1),
+    Outcome.FAILED: Rule(retry=True, counts_as_error=True, backoff_from=1),
+    Outcome.SETUP_FAILED: Rule(retry=True, backoff_from=1),
+}
+
+
+@dataclass
+class History:
+    """What the decision needs to know about earlier attempts, oldest first."""
+
+    events: list[Event] = field(default_factory=list)
+
+    def consecutive(self, outcome: Outcome) -> int:
+        n = 0
+        for e in reversed(self.events):
+            if e.outcome is not outcome:
+                break
+            n += 1
+        return n
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(e.outcome is outcome for e in self.events)
+
+
+def decide(event: Event, history: History, policy: Policy) -> Action:
+    """What to do after ``event``; ``history`` holds the events before it."""
+    rule = RULES[event.outcome]
+    if event.outcome is Outcome.SUCCEEDED:
+        return Action(relaunch=False, final_state="SUCCEEDED", reason="run exited 0")
+    if event.outcome is Outcome.FAILED:
+        recoverable = event.exit_code is not None and event.exit_code in policy.recover_on_exit_codes
+        used = sum(1 for e in history.events if e.outcome is Outcome.FAILED
+                   and (e.exit_code not in policy.recover_on_exit_codes))
+        if not recoverable and used >= policy.max_restarts_on_errors:
+            return Action(relaunch=False, final_state="FAILED",
+                          reason=f"exit code {event.exit_code}; restarts on errors used: "
+                                 f"{used}/{policy.max_restarts_on_errors}")
+    if event.outcome is Outcome.SETUP_FAILED and \
+            history.count(Outcome.SETUP_FAILED) + 1 >= policy.max_setup_failures:
+        return Action(relaunch=False, final_state="FAILED",
+                      reason=f"setup failed {policy.max_setup_failures} times: {event.reason}")
+
+    streak = history.consecutive(event.outcome) + 1  # including this event
+    waits = streak - rule.backoff_from
+    delay = 0.0 if waits < 0 else min(policy.backoff_max,
+                                       policy.backoff_initial * policy.backoff_factor ** waits)
+    option = event.option
+    if policy.n_options > 1 and (rule.failover or
+                                 (event.outcome is Outcome.PREEMPTED and policy.eager_failover)):
+        option = (event.option + 1) % policy.n_options
+    return Action(relaunch=True, delay=delay, option=option,
+                  reason=f"{event.outcome.value}: {event.reason}".rstrip(": "))

@@ -1,0 +1,111 @@
+"""The supervisor loop over a scripted FakeBackend and a fake clock: no test sleeps."""
+
+from __future__ import annotations
+
+import pytest
+
+from launcher import state as st
+from launcher.supervisor import Supervisor
+from launcher.testing import FakeBackend, FakeClock
+
+TASK = """\
+name: t
+resources:
+  job_recovery:
+    max_restarts_on_errors: {errors}
+{extra}
+run: echo hi
+"""
+
+
+def make(state, script, errors=0, extra="", chaos="", polls=2, poll_interval=1.0):
+    job = state.create_job(name="t", task_path=None, task_yaml=TASK.format(errors=errors, extra=extra),
+                           infra="fake", store_uri="", options={"chaos": chaos})
+    clock = FakeClock()
+    backend = FakeBackend(script, polls_per_run=polls)
+    sup = Supervisor(state, job.id, backend_for=lambda infra: backend, clock=clock.time,
+                     sleep=clock.sleep, poll_interval=poll_interval)
+    return job, sup, backend, clock
+
+
+def states(state, job):
+    return [a.state for a in state.attempts(job.id)]
+
+
+def test_preemptions_relaunch_until_success():
+    state = st.State()
+    job, sup, backend, clock = make(state, ["preempted", "lost", "succeeded"])
+    assert sup.run() == st.SUCCEEDED
+    assert states(state, job) == ["PREEMPTED", "PREEMPTED", "SUCCEEDED"]
+    assert backend.live == set()  # every machine was terminated
+    assert state.job(job.id).state == st.SUCCEEDED
+
+
+def test_error_without_restarts_fails():
+    state = st.State()
+    job, sup, backend, _ = make(state, ["failed", "succeeded"])
+    assert sup.run() == st.FAILED
+    assert states(state, job) == ["FAILED"]
+    assert state.attempts(job.id)[0].exit_code == 1
+
+
+def test_error_restarts_are_bounded():
+    state = st.State()
+    job, sup, _, _ = make(state, ["failed", "failed", "failed", "succeeded"], errors=2)
+    assert sup.run() == st.FAILED
+    assert states(state, job) == ["FAILED"] * 3
+
+
+def test_no_capacity_fails_over_to_next_option_with_backoff():
+    state = st.State()
+    extra = "  any_of:\n    - accelerators: V100:1\n    - accelerators: A6000:1"
+    job, sup, backend, clock = make(state, ["no_capacity", "succeeded"], extra=extra)
+    assert sup.run() == st.SUCCEEDED
+    provisions = [c[1] for c in backend.calls if c[0] == "provision"]
+    assert [p.resources["accelerators"] for p in provisions] == ["V100:1", "A6000:1"]
+    assert sum(clock.slept) >= 5  # backed off before retrying
+
+
+def test_fire_drills_fire_once_each_in_running_time():
+    state = st.State()
+    job, sup, backend, clock = make(state, ["succeeded"] * 3, chaos="term@2s,kill@5s", polls=20)
+    assert sup.run() == st.SUCCEEDED
+    assert backend.signals == ["term", "kill"]
+    attempts = state.attempts(job.id)
+    assert [a.state for a in attempts] == ["PREEMPTED", "PREEMPTED", "SUCCEEDED"]
+    assert "fire drill term" in attempts[0].reason and "fire drill kill" in attempts[1].reason
+
+
+def test_cancel_tears_down_the_running_attempt():
+    state = st.State()
+    job, sup, backend, clock = make(state, ["succeeded"], polls=10**6)
+    orig = clock.sleep
+
+    def sleep(s):
+        orig(s)
+        if clock.now > 1_000_010:
+            state.transition(job.id, st.CANCELLING, "test")
+    sup.sleep = sleep
+    assert sup.run() == st.CANCELLED
+    assert backend.live == set()
+    assert states(state, job) == ["CANCELLED"]
+
+
+def test_restarted_supervisor_reattaches_to_running_attempt():
+    state = st.State()
+    job, sup, backend, clock = make(state, ["succeeded"], polls=3)
+    # A first supervisor started the attempt and died while it ran.
+    handle = sup._start(state.add_attempt(job.id, handle={"option": 0}).n, 0)
+    assert state.attempts(job.id)[0].state == "RUNNING"
+    sup2 = Supervisor(state, job.id, backend_for=lambda infra: backend, clock=clock.time, sleep=clock.sleep)
+    assert sup2.run() == st.SUCCEEDED
+    assert len(state.attempts(job.id)) == 1  # no second machine was rented
+    assert [c[0] for c in backend.calls].count("provision") == 1
+
+
+def test_cost_is_recorded_per_attempt():
+    state = st.State()
+    job, sup, _, clock = make(state, ["preempted", "succeeded"], polls=6, poll_interval=600)
+    sup.run()
+    costs = [a.cost() for a in state.attempts(job.id)]
+    assert all(c > 0.9 for c in costs)  # about an hour each at $1/h
