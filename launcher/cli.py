@@ -76,10 +76,13 @@ def cli(ctx, debug):
 @click.option("--name", help="Job name (default: the task's name).")
 @click.option("--env", "envs", multiple=True, metavar="KEY=VALUE",
               help="Override one of the task's envs (repeatable). KEY alone takes your environment's value.")
+@click.option("--secret", "secrets", multiple=True, metavar="KEY[=VALUE]",
+              help="Value of one of the task's secrets (repeatable); KEY alone takes your environment's "
+                   "value. Secrets are never stored or logged.")
 @click.option("--store", help="Checkpoint store root (s3://bucket/prefix or file:///path). "
               "Overrides LAUNCH_STORE and the task's /checkpoints mount.")
 @click.option("--keep-last", default=3, show_default=True, help="Checkpoints kept in the store (plus the best).")
-def up(task, infra, detach, chaos_spec, name, envs, store, keep_last):
+def up(task, infra, detach, chaos_spec, name, envs, secrets, store, keep_last):
     """Launch TASK (a SkyPilot task YAML) and follow its logs until it ends.
 
     Ctrl-C stops following; the job goes on. Exits 0 when the job succeeded.
@@ -87,7 +90,8 @@ def up(task, infra, detach, chaos_spec, name, envs, store, keep_last):
     from launcher import jobs
 
     state = _state()
-    sub = jobs.prepare(task, infra=infra, store=store, envs=envs, chaos_spec=chaos_spec, name=name)
+    sub = jobs.prepare(task, infra=infra, store=store, envs=envs, chaos_spec=chaos_spec, name=name,
+                       secrets=secrets)
     job = jobs.submit(sub, state, options={"keep_last": keep_last})
     drills = f", fire drills {sub.chaos}" if sub.chaos else ""
     _err(f"Job {job.id} ({job.run_id}) submitted on {job.infra}{drills}.")

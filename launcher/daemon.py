@@ -9,6 +9,7 @@ restart the same supervisor start at most one that stays.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -49,14 +50,24 @@ def is_supervised(job_id: int) -> bool:
     return False
 
 
-def spawn_supervisor(job_id: int) -> int:
-    """Start ``python -m launcher.supervisor JOB`` detached (own session, no terminal)."""
+SECRETS_ENV = "LAUNCH_JOB_SECRETS"
+
+
+def spawn_supervisor(job_id: int, secrets: dict[str, str] | None = None) -> int:
+    """Start ``python -m launcher.supervisor JOB`` detached (own session, no terminal).
+
+    The job's secret values reach it in its environment (not its command line, so not in
+    ``ps``), and it removes them from its environment at once; they are never stored. A
+    supervisor restarted later takes them from the restarting command's environment."""
     logs = st.launch_home() / "supervisors"
     logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if secrets:
+        env[SECRETS_ENV] = json.dumps(secrets)
     with open(logs / f"job-{job_id}.log", "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "launcher.supervisor", str(job_id)],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=str(st.launch_home()), env=dict(os.environ))
+                                start_new_session=True, cwd=str(st.launch_home()), env=env)
     return proc.pid
 
 

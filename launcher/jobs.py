@@ -27,6 +27,34 @@ class Submission:
     envs: dict[str, str]
     chaos: str
     name: str
+    secrets: dict[str, str]
+
+
+def resolve_secrets(task: Task, flags: tuple[str, ...] = ()) -> dict[str, str]:
+    """Secret values: ``--secret KEY=VALUE`` > the environment's KEY > the YAML's value.
+    They are handed to the supervisor in memory and never written to the state."""
+    given = parse_env_overrides(flags, what="--secret")
+    unknown = sorted(set(given) - set(task.secrets))
+    if unknown:
+        raise TaskError(f"--secret {unknown[0]}: the task declares no such secret "
+                        f"(declared: {', '.join(task.secrets) or 'none'})")
+    out = {}
+    for key, value in task.secret_strings().items():
+        v = given.get(key) or os.environ.get(key) or value
+        if not v:
+            raise TaskError(f"secret {key} has no value: pass --secret {key}=VALUE or set {key} "
+                            "in your environment")
+        out[key] = v
+    return out
+
+
+def redacted_yaml(task: Task) -> str:
+    """The task as YAML with every secret value removed: what the state keeps."""
+    import yaml
+
+    doc = task.model_dump(exclude_none=True, exclude_defaults=False)
+    doc["secrets"] = {k: None for k in task.secrets}
+    return yaml.safe_dump(doc, sort_keys=False)
 
 
 def resolve_infra(task: Task, flag: str | None) -> str:
@@ -82,7 +110,8 @@ def check_store(uri: str) -> None:
 
 
 def prepare(task_path: str, *, infra: str | None = None, store: str | None = None,
-            envs: tuple[str, ...] = (), chaos_spec: str | None = None, name: str | None = None) -> Submission:
+            envs: tuple[str, ...] = (), chaos_spec: str | None = None, name: str | None = None,
+            secrets: tuple[str, ...] = ()) -> Submission:
     task = load_task(task_path)
     if not task.run:
         raise TaskError(f"{task_path}: the task has no 'run' command")
@@ -96,7 +125,7 @@ def prepare(task_path: str, *, infra: str | None = None, store: str | None = Non
         raise TaskError(f"--name {name!r}: use letters, digits, '-' and '_'")
     return Submission(task=task, infra=resolved_infra, store_root=resolve_store(task, store),
                       envs=overrides, chaos=chaos.format_chaos(drills),
-                      name=name or task.display_name)
+                      name=name or task.display_name, secrets=resolve_secrets(task, secrets))
 
 
 def submit(sub: Submission, state: st.State, *, options: dict[str, Any] | None = None) -> st.Job:
@@ -107,9 +136,9 @@ def submit(sub: Submission, state: st.State, *, options: dict[str, Any] | None =
     check_store(sub.store_root)
     opts = {"envs": sub.envs, "chaos": sub.chaos, **(options or {})}
     job = state.create_job(name=sub.name, task_path=sub.task.path and str(Path(sub.task.path).resolve()),
-                           task_yaml=Path(sub.task.path).read_text(), infra=sub.infra,
+                           task_yaml=redacted_yaml(sub.task), infra=sub.infra,
                            store_uri=sub.store_root, options=opts)
-    daemon.spawn_supervisor(job.id)
+    daemon.spawn_supervisor(job.id, sub.secrets)
     return job
 
 

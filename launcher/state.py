@@ -198,6 +198,8 @@ class State:
             row = c.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None or row["state"] in TERMINAL:
                 return False
+            if row["state"] == CANCELLING and state not in TERMINAL:
+                return False  # a cancel request is never overwritten by progress
             if only_from is not None and row["state"] not in only_from:
                 return False
             ended = time.time() if state in TERMINAL else None
@@ -221,7 +223,7 @@ class State:
             n = row[0]
             c.execute("INSERT INTO attempts (job_id, n, state, host, handle, started, price_per_hour)"
                       " VALUES (?,?,?,?,?,?,?)",
-                      (job_id, n, STARTING, host, json.dumps(handle or {}), started or time.time(), price_per_hour))
+                      (job_id, n, STARTING, host, json.dumps(handle or {}), started if started is not None else time.time(), price_per_hour))
         return self.attempt(job_id, n)
 
     def attempt(self, job_id: int, n: int) -> Attempt:

@@ -56,7 +56,7 @@ class Supervisor:
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep,
                  poll_interval: float = 1.0, reach_timeout: float = 900.0,
-                 progress_interval: float = 10.0):
+                 progress_interval: float = 10.0, secrets: dict[str, str] | None = None):
         self.state = state
         self.job_id = job_id
         self.clock, self.sleep = clock, sleep
@@ -69,7 +69,20 @@ class Supervisor:
         self.options = self.task.resources.options()
         self.policy = policy_for(self.task, len(self.options))
         self.drills = chaos.parse_chaos(job.options.get("chaos"))
+        self.secrets = self._secrets(secrets or {})
         self._last_progress = 0.0
+
+    def _secrets(self, given: dict[str, str]) -> dict[str, str]:
+        """The task's secret values: as handed over, else from this process's environment."""
+        out = {}
+        for key in self.task.secrets:
+            value = given.get(key) or os.environ.get(key)
+            if value:
+                out[key] = value
+            else:
+                self.state.event(self.job_id, "warning", f"secret {key} has no value in this "
+                                 f"supervisor (restarted?): set {key} in your environment")
+        return out
 
     # --- the loop ------------------------------------------------------------------------------
     def run(self) -> str:
@@ -180,7 +193,7 @@ class Supervisor:
         return handle
 
     def _run_spec(self, job: st.Job, n: int) -> RunSpec:
-        secrets = self.task.secret_strings()
+        secrets = dict(self.secrets)
         if job.store_uri.startswith("s3://"):
             secrets.update({k: os.environ[k] for k in STORE_CREDENTIAL_VARS if os.environ.get(k)})
         return RunSpec(job_id=job.run_id, attempt=n, run=self.task.run or "true", setup=self.task.setup,
@@ -264,12 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     lock = daemon.acquire_lock(job_id, wait=3.0)
     if lock is None:
         return 0  # another supervisor holds the job
+    secrets = json.loads(os.environ.pop(daemon.SECRETS_ENV, "") or "{}")
     state = st.State()
     job = state.job(job_id)
     if job.terminal:
         return 0
     try:
-        sup = Supervisor(state, job_id)
+        sup = Supervisor(state, job_id, secrets=secrets)
         final = sup.run()
     except Exception as e:
         state.event(job_id, "error", f"supervisor crashed: {e!r}")

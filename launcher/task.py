@@ -42,7 +42,7 @@ class Resources(_Model):
     accelerators: Union[str, dict[str, int | float | None], list[str]] | None = None
     use_spot: bool | None = None
     job_recovery: Union[str, JobRecovery] | None = None
-    disk_size: int | None = Field(None, gt=0)
+    disk_size: Union[int, str] | None = None  # GB, or a size such as "256GB"
     cpus: Union[int, float, str] | None = None
     memory: Union[int, float, str] | None = None
     instance_type: str | None = None
@@ -59,6 +59,15 @@ class Resources(_Model):
             name, _, count = v.partition(":")
             if not name or (count and not re.fullmatch(r"\d+(\.\d+)?", count)):
                 raise ValueError(f"expected NAME or NAME:COUNT (e.g. 'V100:1'), got {v!r}")
+        return v
+
+    @field_validator("disk_size")
+    @classmethod
+    def _disk_size(cls, v):
+        if isinstance(v, int) and v <= 0:
+            raise ValueError("must be a positive number of GB")
+        if isinstance(v, str) and not re.fullmatch(r"[0-9]+([kKmMgGtTpP][bBiI])?", v):
+            raise ValueError(f"expected a size such as 100 or '256GB', got {v!r}")
         return v
 
     @model_validator(mode="after")
@@ -262,16 +271,16 @@ def load_task(path: str | os.PathLike) -> Task:
     return task
 
 
-def parse_env_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
+def parse_env_overrides(pairs: list[str] | tuple[str, ...], what: str = "--env") -> dict[str, str]:
     """``["A=1", "B=x=y"] -> {"A": "1", "B": "x=y"}``; ``KEY`` alone takes the caller's env."""
     out = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
         if not _ENV_NAME.match(key):
-            raise TaskError(f"--env {pair!r}: expected KEY=VALUE with a valid variable name")
+            raise TaskError(f"{what} {key!r}: expected KEY=VALUE with a valid variable name")
         if not eq:
             if key not in os.environ:
-                raise TaskError(f"--env {key}: not set in your environment; use {key}=VALUE")
+                raise TaskError(f"{what} {key}: not set in your environment; use {key}=VALUE")
             value = os.environ[key]
         out[key] = value
     return out

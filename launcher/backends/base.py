@@ -30,8 +30,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from launcher.errors import LaunchError
 
-class BackendError(Exception):
+
+class BackendError(LaunchError):
     """A provider call failed in a way that is neither a preemption nor a user error."""
 
 
