@@ -1,0 +1,281 @@
+"""``s3://bucket/prefix`` store on boto3, for AWS S3 and S3-compatible endpoints (MinIO, R2, B2,
+SeaweedFS).
+
+Credentials come from boto3's standard chain (environment, ``AWS_PROFILE`` or ``profile=``, shared
+files, instance roles). ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (or ``endpoint_url=``)
+points at an S3-compatible server; path-style addressing is used whenever an endpoint is set.
+Checksums are computed and validated only when an operation requires them, because several
+S3-compatible stores reject the newer default (CRC trailers). Files above ``multipart_threshold``
+go up as parallel multipart parts; a failed multipart upload is aborted so it does not keep
+billing. boto3 is imported here only, never at the top of a module the CLI imports.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from launcher.store.base import (
+    BucketNotFound,
+    NotFound,
+    ObjectInfo,
+    ObjectStore,
+    StoreError,
+    check_key,
+    join_key,
+)
+
+MiB = 1 << 20
+DEFAULT_MULTIPART_THRESHOLD = 64 * MiB
+DEFAULT_MULTIPART_CHUNKSIZE = 64 * MiB
+DEFAULT_MAX_CONCURRENCY = 8
+
+_MISSING_BUCKET_CODES = {"NoSuchBucket"}
+_MISSING_KEY_CODES = {"NoSuchKey", "404", "NotFound"}
+_DENIED_CODES = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                 "InvalidToken", "ExpiredToken", "AllAccessDisabled"}
+CREDENTIALS_HINT = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or configure "
+                    "~/.aws/credentials")
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``"s3://bucket/a/b/" -> ("bucket", "a/b")``."""
+    if not uri.startswith("s3://"):
+        raise StoreError(f"invalid S3 URI {uri!r}: expected s3://bucket/prefix")
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise StoreError(f"invalid S3 URI {uri!r}: no bucket name")
+    return bucket, join_key(prefix)
+
+
+def endpoint_from_env() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def _import_boto3() -> Any:
+    try:
+        import boto3
+    except ImportError as e:  # pragma: no cover - boto3 is a dev dependency
+        raise StoreError("s3:// stores need boto3: pip install 'launch[s3]'") from e
+    return boto3
+
+
+def client_config(endpoint_url: str | None) -> Any:
+    """The botocore Config every client of ours uses."""
+    from botocore.config import Config
+
+    return Config(
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        s3={"addressing_style": "path"} if endpoint_url else {},
+        retries={"max_attempts": 5, "mode": "standard"},
+    )
+
+
+def make_client(endpoint_url: str | None = None, profile: str | None = None,
+                region: str | None = None) -> Any:
+    """An S3 client from the standard credential chain, honouring the endpoint variables."""
+    boto3 = _import_boto3()
+    from botocore.exceptions import BotoCoreError
+
+    endpoint_url = endpoint_url or endpoint_from_env()
+    try:
+        session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
+        region = region or session.region_name or ("us-east-1" if endpoint_url else None)
+        return session.client("s3", endpoint_url=endpoint_url, region_name=region,
+                              config=client_config(endpoint_url))
+    except BotoCoreError as e:  # ProfileNotFound, invalid endpoint, ...
+        raise StoreError(f"cannot configure the S3 client: {e}") from e
+
+
+def error_code(exc: BaseException) -> str:
+    """The S3 error code of a ClientError (or of one wrapped by boto3's transfer layer)."""
+    for e in (exc, exc.__cause__, exc.__context__):
+        response = getattr(e, "response", None)
+        if isinstance(response, dict):
+            return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def bucket_missing(bucket: str, uri: str) -> BucketNotFound:
+    return BucketNotFound(f"bucket {bucket!r} does not exist; create it with `launch store init {uri}`")
+
+
+def map_error(exc: BaseException, what: str, bucket: str, uri: str) -> StoreError:
+    """Turn a boto3/botocore exception into our StoreError with a message that says what to do."""
+    from botocore.exceptions import (
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
+
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return StoreError(f"{what}: no usable S3 credentials ({exc}); {CREDENTIALS_HINT}")
+    if isinstance(exc, EndpointConnectionError):
+        return StoreError(f"{what}: cannot reach the S3 endpoint ({exc}); check AWS_ENDPOINT_URL")
+    code = error_code(exc)
+    if code in _MISSING_BUCKET_CODES:
+        return bucket_missing(bucket, uri)
+    if code in _MISSING_KEY_CODES:
+        return NotFound(f"{what}: no such object")
+    if code in _DENIED_CODES:
+        return StoreError(f"{what}: access denied ({code}); check the credentials ({CREDENTIALS_HINT})"
+                          f" and that their policy covers this prefix (`launch store policy {uri}`)")
+    return StoreError(f"{what}: {exc}")
+
+
+class S3Store(ObjectStore):
+    def __init__(self, bucket: str, prefix: str = "", *, client: Any = None,
+                 endpoint_url: str | None = None, profile: str | None = None,
+                 region: str | None = None,
+                 multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+                 multipart_chunksize: int = DEFAULT_MULTIPART_CHUNKSIZE,
+                 max_concurrency: int = DEFAULT_MAX_CONCURRENCY):
+        self.bucket = bucket
+        self.prefix = join_key(prefix)
+        self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.client = client or make_client(endpoint_url, profile, region)
+        self.multipart_threshold = multipart_threshold
+        self.multipart_chunksize = multipart_chunksize
+        self.max_concurrency = max_concurrency
+
+    @classmethod
+    def from_uri(cls, uri: str, **options: Any) -> S3Store:
+        bucket, prefix = parse_s3_uri(uri)
+        return cls(bucket, prefix, **options)
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _full(self, key: str) -> str:
+        return join_key(self.prefix, check_key(key)) if self.prefix else check_key(key)
+
+    def _rel(self, full_key: str) -> str:
+        return full_key[len(self.prefix) + 1:] if self.prefix else full_key
+
+    def _error(self, exc: BaseException, what: str) -> StoreError:
+        return map_error(exc, what, self.bucket, self.uri)
+
+    def _read_error(self, exc: BaseException, what: str, key: str) -> StoreError:
+        """The error of a read of one key. A 404 does not say whether the key or the bucket is
+        missing, and without an unconditional s3:ListBucket (our least-privilege policy) S3
+        answers 403 for a missing key: a listing of the key settles both."""
+        err = self._error(exc, what)
+        if isinstance(err, NotFound) or error_code(exc) in ("403", "AccessDenied"):
+            try:
+                if not self._listed(key):
+                    return NotFound(f"{what}: no such object")
+            except BucketNotFound as missing:
+                return missing
+            except StoreError:
+                pass
+        return err
+
+    def _listed(self, key: str) -> bool:
+        """Whether ``key`` exists, by a one-key listing (allowed under a prefix-only policy)."""
+        full = self._full(key)
+        try:
+            resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=full, MaxKeys=1)
+        except Exception as e:
+            raise self._error(e, f"check {self.uri}/{key}") from e
+        # Keys sort byte-wise, so an exact match comes before every longer key with its prefix.
+        return any(obj["Key"] == full for obj in resp.get("Contents", []))
+
+    def transfer_config(self) -> Any:
+        from boto3.s3.transfer import TransferConfig
+
+        return TransferConfig(multipart_threshold=self.multipart_threshold,
+                              multipart_chunksize=self.multipart_chunksize,
+                              max_concurrency=self.max_concurrency, use_threads=True)
+
+    # --- the interface ------------------------------------------------------------------------
+    def put_file(self, local: str | os.PathLike, key: str) -> None:
+        full = self._full(key)
+        if not os.path.isfile(local):
+            raise StoreError(f"cannot upload {local}: no such file")
+        try:
+            self.client.upload_file(os.fspath(local), self.bucket, full, Config=self.transfer_config())
+        except Exception as e:
+            self._abort_multipart(full)
+            raise self._error(e, f"upload {local} to {self.uri}/{key}") from e
+
+    def _abort_multipart(self, full_key: str) -> None:
+        """Best effort: abort unfinished multipart uploads of this key (boto3 aborts its own on
+        failure; this catches one left by an interrupted call). Lifecycle rules are the backstop."""
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=full_key)
+            for page in pages:
+                for up in page.get("Uploads", []):
+                    if up["Key"] == full_key:
+                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=full_key,
+                                                           UploadId=up["UploadId"])
+        except Exception:
+            pass
+
+    def get_file(self, key: str, local: str | os.PathLike) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
+        try:
+            # s3transfer writes to a temp name and renames, so `local` is never half-written.
+            self.client.download_file(self.bucket, self._full(key), os.fspath(local),
+                                      Config=self.transfer_config())
+        except Exception as e:
+            raise self._read_error(e, f"download {self.uri}/{key} to {local}", key) from e
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data)
+        except Exception as e:
+            raise self._error(e, f"write {self.uri}/{key}") from e
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"].read()
+        except Exception as e:
+            raise self._read_error(e, f"read {self.uri}/{key}", key) from e
+
+    def exists(self, key: str) -> bool:
+        return self._listed(key)
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        found = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=full_prefix):
+                for obj in page.get("Contents", []):
+                    found.append(ObjectInfo(self._rel(obj["Key"]), int(obj["Size"]),
+                                            obj["LastModified"].timestamp()))
+        except Exception as e:
+            raise self._error(e, f"list {self.uri}/{prefix}") from e
+        return sorted(found, key=lambda o: o.key)
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
+        except Exception as e:
+            err = self._error(e, f"delete {self.uri}/{key}")
+            if not isinstance(err, NotFound):
+                raise err from e
+
+    def delete_prefix(self, prefix: str) -> int:
+        objects = self.list(prefix)
+        for start in range(0, len(objects), 1000):
+            batch = [{"Key": self._full(o.key)} for o in objects[start:start + 1000]]
+            try:
+                resp = self.client.delete_objects(Bucket=self.bucket,
+                                                  Delete={"Objects": batch, "Quiet": True})
+            except Exception as e:
+                raise self._error(e, f"delete {self.uri}/{prefix}*") from e
+            if resp.get("Errors"):
+                first = resp["Errors"][0]
+                raise StoreError(f"delete {self.uri}/{prefix}*: {len(resp['Errors'])} objects not "
+                                 f"deleted, e.g. {first.get('Key')}: {first.get('Code')}")
+        return len(objects)
+
+    def child(self, prefix: str) -> S3Store:
+        return S3Store(self.bucket, join_key(self.prefix, check_key(join_key(prefix))),
+                       client=self.client, multipart_threshold=self.multipart_threshold,
+                       multipart_chunksize=self.multipart_chunksize,
+                       max_concurrency=self.max_concurrency)
+
