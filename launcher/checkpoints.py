@@ -171,7 +171,8 @@ def _best_step(checkpoints: list[RemoteCheckpoint]) -> int | None:
     if mode not in ("max", "min"):
         raise CheckpointError(f"manifest best.mode must be 'max' or 'min', got {mode!r}")
     sign = 1 if mode == "max" else -1
-    return max(scored, key=lambda t: (sign * t[0]["value"], t[1]))[1]
+    # Ties go to the earliest step: later checkpoints carry the best-so-far value forward.
+    return max(scored, key=lambda t: (sign * t[0]["value"], -t[1]))[1]
 
 
 def apply_retention(store: ObjectStore, keep_last: int, keep_best: bool = True) -> list[int]:

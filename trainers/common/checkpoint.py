@@ -1,0 +1,151 @@
+"""Checkpoint folders on the local disk: write (in the background), find, load, prune.
+
+Layout (``launcher.contract``): ``<root>/step-00001234/state.pt`` then ``MANIFEST.json``, written
+last and atomically. A folder is a checkpoint only once its manifest exists and verifies; the
+launcher's agent uploads every committed folder it sees, and a resume never loads anything else.
+So a process killed in the middle of a write leaves a folder that is simply ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from launcher import contract
+from trainers.common.state import STATE_FILE
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written (disk full, permissions): the run should not go on
+    believing its progress is saved."""
+
+
+def write_checkpoint(root: Path, state: dict[str, Any], *, step: int, epoch: float,
+                     metrics: dict[str, Any] | None, fingerprint: str,
+                     best: dict[str, Any] | None, reason: str) -> Path:
+    """Write ``state`` as the checkpoint of ``step`` under ``root``; returns its folder.
+
+    Order matters: any stale manifest goes first, then the files (each through a ``.tmp`` name,
+    fsynced), then the manifest. A folder left at the same step by a killed attempt is cleared,
+    which is safe because a resume never starts below a committed step: such a folder is torn.
+    """
+    folder = Path(root) / contract.step_dirname(step)
+    if folder.exists():
+        (folder / contract.MANIFEST_NAME).unlink(missing_ok=True)
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    tmp = folder / (STATE_FILE + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / STATE_FILE)
+    manifest = contract.build_manifest(folder, step=step, epoch=epoch, metrics=metrics,
+                                       fingerprint=fingerprint, best=best)
+    manifest["reason"] = reason  # periodic / epoch / preempted / deadline / final (for people)
+    contract.write_manifest(folder, manifest)
+    return folder
+
+
+def find_resume(root: Path) -> tuple[int, Path, dict[str, Any]] | None:
+    """The highest step whose manifest verifies (sizes and sha256), or None. Folders without a
+    manifest, or whose files do not match it, are skipped: they are never loaded."""
+    return contract.latest_checkpoint(root)
+
+
+def load_state(folder: Path) -> dict[str, Any]:
+    """The state dict of a verified checkpoint folder, on the CPU, without running any code."""
+    return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def _best_step(committed: list[tuple[int, dict[str, Any]]]) -> int | None:
+    """The step of the checkpoint with the best ``best.value``; on a tie the earliest, which is
+    the one whose weights the value was measured on (later ones carry it forward)."""
+    scored = [(s, m["best"]) for s, m in committed
+              if isinstance(m.get("best"), dict) and m["best"].get("value") is not None]
+    if not scored:
+        return None
+    sign = -1.0 if scored[0][1].get("mode", "max") == "max" else 1.0
+    return min(scored, key=lambda sb: (sign * float(sb[1]["value"]), sb[0]))[0]
+
+
+def prune(root: Path, keep_last: int = 2) -> list[int]:
+    """Delete committed checkpoints other than the last ``keep_last`` and the best; returns the
+    deleted steps. Only committed folders older than the newest are touched: a folder without a
+    manifest may be the one being written right now (or a torn one that nothing will load)."""
+    committed = []
+    for step, path in contract.local_checkpoints(root):
+        m = contract.read_manifest(path)
+        if m is not None:
+            committed.append((step, m))
+    keep = {s for s, _ in committed[:keep_last]}
+    best = _best_step(committed)
+    if best is not None:
+        keep.add(best)
+    deleted = []
+    for step, _ in committed:
+        if step not in keep:
+            folder = Path(root) / contract.step_dirname(step)
+            (folder / contract.MANIFEST_NAME).unlink(missing_ok=True)  # uncommit first
+            shutil.rmtree(folder, ignore_errors=True)
+            deleted.append(step)
+    return deleted
+
+
+class CheckpointWriter:
+    """Writes checkpoints in a background thread, one at a time.
+
+    ``save()`` first waits for the previous write (so at most one is in flight and host memory
+    holds at most two snapshots), then returns at once unless ``blocking``. The thread is not a
+    daemon: a normal exit waits for the write to finish instead of leaving a torn folder. A write
+    error is raised by the next ``save()`` or ``wait()``, in the training thread.
+    """
+
+    def __init__(self, root: Path, keep_last: int = 2):
+        self.root = Path(root)
+        self.keep_last = keep_last
+        self.last_write_seconds: float | None = None
+        self.last_committed: int | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def wait(self) -> None:
+        """Block until the write in flight (if any) is committed. Safe to call any time."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise CheckpointError(f"writing a checkpoint under {self.root} failed: {err}") from err
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def save(self, state: dict[str, Any], *, blocking: bool = False, **meta: Any) -> None:
+        """Write ``state`` (already a host snapshot, see ``state.to_host``). ``meta`` is passed
+        to ``write_checkpoint``: step, epoch, metrics, fingerprint, best, reason."""
+        self.wait()
+        if blocking:
+            self._write(state, meta)
+            self.wait()
+            return
+        self._thread = threading.Thread(target=self._write, args=(state, meta),
+                                        name=f"checkpoint-{meta['step']}", daemon=False)
+        self._thread.start()
+
+    def _write(self, state: dict[str, Any], meta: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
+        try:
+            write_checkpoint(self.root, state, **meta)
+            self.last_committed = meta["step"]
+            prune(self.root, self.keep_last)
+        except BaseException as e:  # handed to the training thread by wait()
+            self._error = e
+        self.last_write_seconds = time.perf_counter() - t0
