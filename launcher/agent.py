@@ -245,6 +245,20 @@ class Agent:
                 return self._finish(rc, phase)
         return self._finish(0, "run")
 
+    def publish_exit_code(self, rc: int) -> None:
+        """Also put the exit code in the store (``logs/attempt-N.exit``), for backends that
+        cannot read the machine once the session is over (a notebook that timed out)."""
+        if self.store is None:
+            return
+        try:
+            from launcher import checkpoints
+
+            self.store.child(contract.LOGS_PREFIX).put_bytes(contract.exit_name(int(self.spec["attempt"])), str(rc).encode())
+            checkpoints.sync_file_up(self.store.child(contract.LOGS_PREFIX), str(self.log_path),
+                                     contract.log_name(int(self.spec["attempt"])))
+        except Exception as e:
+            self.say(f"could not publish the exit code: {e}")
+
     def _finish(self, rc: int, phase: str) -> int:
         if self.notice.is_set() and rc != 0 and rc != contract.EXIT_PREEMPTED:
             # The run died from the notice without saying so itself (no handler): a preemption.
@@ -298,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         agent.say(f"agent error: {e!r}")
         rc = EXIT_AGENT_ERROR
     agent.say(f"attempt finished with exit code {rc}")
+    agent.publish_exit_code(rc)
     write_atomic(attempt_dir / EXIT_CODE_NAME, str(rc))
     return rc
 

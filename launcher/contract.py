@@ -8,6 +8,7 @@ Store layout under a job's prefix (a URI such as ``s3://bucket/runs/quickstart-1
     ckpt/step-00001234/<files>        the checkpoint's files, uploaded first
     ckpt/step-00001234/MANIFEST.json  written last; a checkpoint exists only when this does
     logs/attempt-1.log                each attempt's output, uploaded as it grows
+    logs/attempt-1.exit               the attempt's exit code, once it ended
     metrics.jsonl                     one JSON object per line, uploaded as it grows
     outputs/...                       the trainer's results (history.csv, results.json, figures)
     DONE                              written once the run exited 0
@@ -70,6 +71,10 @@ def parse_step(name: str) -> int | None:
 
 def log_name(attempt: int) -> str:
     return f"attempt-{attempt}.log"
+
+
+def exit_name(attempt: int) -> str:
+    return f"attempt-{attempt}.exit"
 
 
 def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 20) -> str:
