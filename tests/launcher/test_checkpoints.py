@@ -21,29 +21,7 @@ from launcher.checkpoints import (
 )
 from launcher.store import open_store
 
-BUCKET = "ckpt-bucket"
-
-
-@pytest.fixture
-def aws(monkeypatch):
-    from moto import mock_aws
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    with mock_aws():
-        import boto3
-
-        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
-        yield
-
-
-@pytest.fixture(params=["file", "s3"])
-def store(request, tmp_path):
-    if request.param == "file":
-        return open_store(f"file://{tmp_path}/bucket/runs/job-1")
-    request.getfixturevalue("aws")
-    return open_store(f"s3://{BUCKET}/runs/job-1")
+BUCKET = "ckpt-bucket"  # created by the `aws` fixture (conftest.py)
 
 
 def make_checkpoint(root, step, *, best=None, payload=None):

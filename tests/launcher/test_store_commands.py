@@ -24,17 +24,10 @@ def run(*args):
 
 
 @pytest.fixture
-def aws(monkeypatch):
-    from moto import mock_aws
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.chdir(REPO)  # infra/bucket.yaml is the declaration
-    with mock_aws():
-        import boto3
-
-        yield boto3.client("s3", region_name="us-east-1")
+def aws(moto_s3, monkeypatch):
+    """moto with no bucket, run from the repository (infra/bucket.yaml is the declaration)."""
+    monkeypatch.chdir(REPO)
+    return moto_s3
 
 
 def test_dry_run_json_on_an_empty_account_lists_the_plan_and_changes_nothing(aws):

@@ -13,14 +13,8 @@ PAB_ON = dict.fromkeys(infra.PAB_KEYS, True)
 
 
 @pytest.fixture
-def client(monkeypatch):
-    from moto import mock_aws
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    with mock_aws():
-        yield infra.make_client()
+def client(moto_s3):
+    return infra.make_client()
 
 
 @pytest.fixture

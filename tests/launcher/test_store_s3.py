@@ -7,23 +7,8 @@ import pytest
 from launcher.store import BucketNotFound, NotFound, StoreError, open_store
 from launcher.store.s3 import S3Store, map_error, parse_s3_uri
 
-BUCKET = "ckpt-bucket"
+BUCKET = "ckpt-bucket"  # created by the `aws` fixture (conftest.py)
 MiB = 1 << 20
-
-
-@pytest.fixture
-def aws(monkeypatch):
-    from moto import mock_aws
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    with mock_aws():
-        import boto3
-
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
 
 
 def test_parse_s3_uri():

@@ -1,0 +1,170 @@
+"""The contract between our task and SkyPilot's: every bundled task becomes a sky.Task that
+SkyPilot validates; spot, on-demand and any_of land where they should; the store is mounted when
+the task has no checkpoint mount and left alone when it has one; the run sees the contract."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+import yaml
+
+from launcher import contract
+from launcher.backends.base import BackendError, RunSpec
+from launcher.backends.skypilot import mapping
+from launcher.task import load_task, parse_task
+
+STORE = "s3://bucket/runs/qs-1a2b3c4d"
+TASKS_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "tasks")
+
+
+def spec_for(task, store_uri=STORE, attempt=2, secrets=None) -> RunSpec:
+    return RunSpec(job_id="qs-1a2b3c4d", attempt=attempt, run=task.run or "true", setup=task.setup,
+                   envs=task.env_strings(), secrets=secrets or {}, store_uri=store_uri)
+
+
+def build(text: str, infra: str = "aws", store_uri: str = STORE, **kw):
+    task = parse_task(text, "case.yaml")
+    p = mapping.plan(task, spec_for(task, store_uri, **kw), option=task.resources.options()[0],
+                     infra=infra, num_nodes=task.num_nodes, workdir=None, name="qs")
+    return p, mapping.to_sky_task(p.config)
+
+
+def test_every_bundled_task_becomes_a_valid_sky_task():
+    paths = sorted(glob.glob(os.path.join(TASKS_DIR, "*.yaml")))
+    assert paths, f"no task YAML under {TASKS_DIR}"
+    for path in paths:
+        task = load_task(path)
+        p = mapping.plan(task, spec_for(task), option=task.resources.options()[0], infra="aws",
+                         num_nodes=task.num_nodes, workdir=task.resolved_workdir(), name="t")
+        sky_task = mapping.to_sky_task(p.config)
+        sky_task.validate()  # SkyPilot's own checks: name, run, workdir, file mounts, resources
+        assert sky_task.run and sky_task.num_nodes == task.num_nodes, path
+        assert contract.CHECKPOINT_MOUNT in sky_task.storage_mounts, path
+
+
+def test_spot_becomes_a_managed_job_with_recovery_passed_through():
+    p, t = build("resources:\n  accelerators: V100:1\n  use_spot: true\n"
+                 "  job_recovery:\n    strategy: FAILOVER\n    max_restarts_on_errors: 2\nrun: x")
+    assert p.managed
+    (r,) = t.resources
+    assert r.use_spot and str(r.cloud) == "AWS" and r.accelerators == {"V100": 1}
+    assert r.job_recovery["strategy"] == "FAILOVER"
+    assert r.job_recovery["max_restarts_on_errors"] == 2
+    assert r.job_recovery["recover_on_exit_codes"] == [contract.EXIT_PREEMPTED]
+
+
+def test_string_job_recovery_keeps_its_strategy():
+    p, t = build("resources:\n  use_spot: true\n  job_recovery: EAGER_NEXT_REGION\nrun: x")
+    (r,) = t.resources
+    assert r.job_recovery["strategy"] == "EAGER_NEXT_REGION"
+    assert contract.EXIT_PREEMPTED in r.job_recovery["recover_on_exit_codes"]
+
+
+def test_on_demand_is_a_plain_cluster_launch():
+    p, t = build("resources:\n  accelerators: A6000:1\nrun: x")
+    assert not p.managed
+    (r,) = t.resources
+    assert not r.use_spot and r.accelerators == {"A6000": 1} and r.job_recovery is None
+
+
+def test_any_of_keeps_every_option_for_skypilot_to_choose():
+    p, t = build("resources:\n  use_spot: true\n  any_of:\n    - accelerators: V100:1\n"
+                 "    - accelerators: A6000:1\nrun: x")
+    assert p.managed
+    accs = sorted(next(iter(r.accelerators)) for r in t.resources)
+    assert accs == ["A6000", "V100"]
+    assert all(r.use_spot and str(r.cloud) == "AWS" for r in t.resources)
+
+
+def test_declared_job_recovery_makes_an_on_demand_task_managed():
+    p, t = build("resources:\n  job_recovery:\n    max_restarts_on_errors: 1\nrun: x", infra="slurm/lab")
+    assert p.managed
+    (r,) = t.resources
+    assert not r.use_spot and r.job_recovery["max_restarts_on_errors"] == 1
+
+
+def test_ordered_stays_ordered_and_mixed_spot_is_managed():
+    p, t = build("resources:\n  ordered:\n    - accelerators: V100:1\n      use_spot: true\n"
+                 "    - accelerators: A6000:1\nrun: x")
+    assert p.managed and isinstance(t.resources, list)
+    assert [next(iter(r.accelerators)) for r in t.resources] == ["V100", "A6000"]
+    assert [r.use_spot for r in t.resources] == [True, False]
+
+
+def test_the_job_infra_pins_every_option_and_skypilot_leaves_them_open():
+    text = "resources:\n  ordered:\n    - infra: aws\n      accelerators: V100:1\n    - infra: gcp\n      accelerators: V100:1\nrun: x"
+    _, pinned = build(text, infra="gcp")
+    assert {str(r.cloud) for r in pinned.resources} == {"GCP"}
+    _, open_ = build(text, infra="skypilot")
+    assert [str(r.cloud) for r in open_.resources] == ["AWS", "GCP"]
+
+
+def test_store_is_mounted_cached_at_checkpoints_when_absent():
+    p, t = build("run: x")
+    storage = t.storage_mounts[contract.CHECKPOINT_MOUNT]
+    assert storage.source == STORE and storage.mode.value == mapping.MOUNT_MODE
+    assert t.envs[contract.ENV_CHECKPOINT_DIR] == "/checkpoints/ckpt"
+    assert t.envs[contract.ENV_OUTPUT_DIR] == "/checkpoints"
+
+
+def test_a_declared_checkpoint_mount_is_left_alone():
+    text = "file_mounts:\n  /checkpoints:\n    source: s3://bucket/runs\n    mode: MOUNT\nrun: x"
+    p, t = build(text)
+    storage = t.storage_mounts[contract.CHECKPOINT_MOUNT]
+    assert storage.source == "s3://bucket/runs" and storage.mode.value == "MOUNT"
+    # The job's prefix is a folder inside the declared mount.
+    assert t.envs[contract.ENV_CHECKPOINT_DIR] == "/checkpoints/qs-1a2b3c4d/ckpt"
+
+
+def test_a_declared_mount_elsewhere_than_the_store_is_refused():
+    text = "file_mounts:\n  /checkpoints:\n    source: s3://other/x\n    mode: MOUNT_CACHED\nrun: x"
+    with pytest.raises(BackendError, match="drop --store"):
+        build(text)
+
+
+def test_other_file_mounts_pass_through():
+    p, t = build("file_mounts:\n  /data: s3://bucket/data\nrun: x")
+    assert t.file_mounts == {"/data": "s3://bucket/data"}
+    assert set(t.storage_mounts) == {contract.CHECKPOINT_MOUNT}
+
+
+def test_file_store_is_used_in_place_without_a_mount(tmp_path):
+    p, t = build("run: x", store_uri=(tmp_path / "qs").as_uri())
+    assert not t.storage_mounts
+    assert t.envs[contract.ENV_CHECKPOINT_DIR] == f"{tmp_path}/qs/ckpt"
+
+
+def test_the_run_sees_the_contract_and_secrets_stay_secret():
+    p, t = build("envs:\n  EPOCHS: 3\nrun: python -m trainers.quickstart", secrets={"TOKEN": "s3cret"})
+    assert t.envs[contract.ENV_JOB_ID] == "qs-1a2b3c4d"  # our run id, stable across recoveries
+    assert t.envs[contract.ENV_ATTEMPT] == "2"
+    assert t.envs[contract.ENV_CHECKPOINT_URI] == STORE + "/ckpt"
+    assert t.envs["EPOCHS"] == "3"
+    assert "TOKEN" not in t.envs and t.secrets["TOKEN"].get_secret_value() == "s3cret"
+    assert "python -m trainers.quickstart" in t.run and "launcher.agent" not in t.run
+
+
+def test_wrapped_run_keeps_the_exit_code_log_and_done_marker(tmp_path):
+    import subprocess
+
+    out = tmp_path / "job"
+    env = {**os.environ, "LAUNCH_OUTPUT_DIR": str(out), "LAUNCH_CHECKPOINT_DIR": str(out / "ckpt"),
+           "LAUNCH_ATTEMPT": "3"}
+    rc = subprocess.run(["bash", "-c", mapping.wrap_run("echo \"it's here\"; exit 7")], env=env).returncode
+    assert rc == 7
+    assert (out / "logs/attempt-3.log").read_text() == "it's here\n"
+    assert (out / "logs/attempt-3.exit_code").read_text().strip() == "7"
+    assert not (out / "DONE").exists()
+    assert subprocess.run(["bash", "-c", mapping.wrap_run("true")], env=env).returncode == 0
+    assert (out / "DONE").exists() and (out / "ckpt").is_dir()
+
+
+def test_sky_names_are_valid_and_keep_the_unique_tail():
+    import re
+
+    name = mapping.sky_name("Very_Long.Task Name-With-Many-Words-0123abcd", "a12")
+    assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= 40
+    assert name.endswith("0123abcd-a12")
+    assert mapping.sky_name("9lives")[0].isalpha()
