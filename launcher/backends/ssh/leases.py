@@ -1,0 +1,108 @@
+"""Which job holds which SSH host: one job at a time per host.
+
+A lease is recorded twice. Here, in a small table of the state database
+(``$LAUNCH_HOME/state.db``, table ``ssh_leases``), so that supervisors of this machine never pick
+the same host; and on the host, as ``<remote root>/lease.json`` (see ``backend.py``), so that
+launchers on other machines leave it alone too. This module is the local half.
+
+A lease whose job has ended (or that the state no longer knows) is stale and may be taken over.
+Acquiring is a compare-and-set in one transaction, so two supervisors racing for one host get it
+once. ``acquire`` for a lease already held by the same job and attempt succeeds again, and
+``release`` of a lease not held is quiet: both are safe to call twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from launcher.state import launch_home
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ssh_leases (
+    host TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    since REAL NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True)
+class Lease:
+    host: str
+    job_id: str
+    attempt: int
+    since: float
+
+
+def job_ended(job_id: str) -> bool:
+    """True when the state says the job is over, or does not know it: its leases are stale."""
+    from launcher import state as st
+    from launcher.errors import StateError
+
+    try:
+        return st.State().job(job_id).terminal
+    except StateError:
+        return True
+
+
+class Leases:
+    def __init__(self, path: Path | None = None, is_stale: Callable[[str], bool] = job_ended):
+        self.path = Path(path) if path else launch_home() / "state.db"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.is_stale = is_stale
+        with self._tx() as c:
+            c.execute(_SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    def holder(self, host: str) -> Lease | None:
+        with self._tx() as c:
+            row = c.execute("SELECT host, job_id, attempt, since FROM ssh_leases WHERE host = ?",
+                            (host,)).fetchone()
+        return Lease(*row) if row else None
+
+    def all(self) -> list[Lease]:
+        with self._tx() as c:
+            rows = c.execute("SELECT host, job_id, attempt, since FROM ssh_leases ORDER BY host").fetchall()
+        return [Lease(*r) for r in rows]
+
+    def acquire(self, host: str, job_id: str, attempt: int) -> bool:
+        """Take ``host`` for (job, attempt); False when another live job holds it."""
+        current = self.holder(host)
+        if current is not None and current.job_id != job_id and not self.is_stale(current.job_id):
+            return False
+        with self._tx() as c:
+            if current is None:
+                cur = c.execute("INSERT OR IGNORE INTO ssh_leases (host, job_id, attempt, since)"
+                                " VALUES (?,?,?,?)", (host, job_id, attempt, time.time()))
+            else:  # compare-and-set against what we read: a racing supervisor wins at most once
+                cur = c.execute("UPDATE ssh_leases SET job_id = ?, attempt = ?, since = ? WHERE host = ?"
+                                " AND job_id = ? AND attempt = ?",
+                                (job_id, attempt, time.time(), host, current.job_id, current.attempt))
+            return cur.rowcount == 1
+
+    def release(self, host: str, job_id: str, attempt: int) -> None:
+        """Drop the lease if (job, attempt) holds it; quiet otherwise."""
+        with self._tx() as c:
+            c.execute("DELETE FROM ssh_leases WHERE host = ? AND job_id = ? AND attempt = ?",
+                      (host, job_id, attempt))
