@@ -71,6 +71,9 @@ class Agent:
         self.notice = threading.Event()
         self.uploaded = -1  # the highest step known to be in the store
         self.store = None
+        # On several nodes (SKYPILOT_NODE_RANK > 0 on workers) only the head node syncs
+        # checkpoints and writes DONE and the exit code; each node uploads its own log.
+        self.rank = int((spec.get("envs") or {}).get("SKYPILOT_NODE_RANK") or 0)
         self._log = open(self.log_path, "ab", buffering=0)
 
     # --- helpers -------------------------------------------------------------------------------
@@ -110,6 +113,10 @@ class Agent:
         return env
 
     # --- sync ----------------------------------------------------------------------------------
+    def log_key(self) -> str:
+        name = contract.log_name(int(self.spec["attempt"]))
+        return name if self.rank == 0 else name.replace(".log", f".rank-{self.rank}.log")
+
     def sync_down(self) -> None:
         from launcher import checkpoints
 
@@ -129,7 +136,7 @@ class Agent:
     def sync_checkpoints(self) -> None:
         """Upload the newest committed local checkpoint if the store lacks it. Older ones that
         were superseded before we got to them are skipped: retention would delete them anyway."""
-        if self.store is None:
+        if self.store is None or self.rank != 0:
             return
         from launcher import checkpoints
 
@@ -151,11 +158,11 @@ class Agent:
 
         self.sync_checkpoints()
         logs = self.store.child(contract.LOGS_PREFIX)
-        checkpoints.sync_file_up(logs, str(self.log_path), contract.log_name(int(self.spec["attempt"])))
+        checkpoints.sync_file_up(logs, str(self.log_path), self.log_key())
         metrics = self.out_dir / contract.METRICS_NAME
-        if metrics.exists():
+        if self.rank == 0 and metrics.exists():
             checkpoints.sync_file_up(self.store, str(metrics), contract.METRICS_NAME)
-        if final:
+        if final and self.rank == 0:
             outputs = self.store.child(contract.OUTPUTS_PREFIX)
             for p in sorted(self.out_dir.rglob("*")):
                 if p.is_file() and p.name != contract.METRICS_NAME:
@@ -253,9 +260,10 @@ class Agent:
         try:
             from launcher import checkpoints
 
-            self.store.child(contract.LOGS_PREFIX).put_bytes(contract.exit_name(int(self.spec["attempt"])), str(rc).encode())
-            checkpoints.sync_file_up(self.store.child(contract.LOGS_PREFIX), str(self.log_path),
-                                     contract.log_name(int(self.spec["attempt"])))
+            logs = self.store.child(contract.LOGS_PREFIX)
+            if self.rank == 0:
+                logs.put_bytes(contract.exit_name(int(self.spec["attempt"])), str(rc).encode())
+            checkpoints.sync_file_up(logs, str(self.log_path), self.log_key())
         except Exception as e:
             self.say(f"could not publish the exit code: {e}")
 
@@ -266,7 +274,7 @@ class Agent:
             rc = contract.EXIT_PREEMPTED
         try:
             self.sync_up(final=True)
-            if rc == 0 and self.store is not None:
+            if rc == 0 and self.store is not None and self.rank == 0:
                 self.store.put_bytes(contract.DONE_NAME, str(time.time()).encode())
         except Exception as e:
             self.say(f"final upload failed: {e}")
