@@ -30,7 +30,7 @@ test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/imagenet_ast.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
