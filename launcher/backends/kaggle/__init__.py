@@ -1,0 +1,1 @@
+"""Kaggle backend: each attempt is one session of a private script kernel (see ``backend``)."""

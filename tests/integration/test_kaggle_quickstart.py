@@ -1,0 +1,122 @@
+"""The quickstart trainer on the fake Kaggle (see ``fake_kaggle.py``): sessions of 25 s,
+the first stopped by the trainer's harness at ``LAUNCH_DEADLINE`` with a checkpoint, the second cut
+by the platform with no notice; three or more carry the job, and the final ``state.pt`` equals an
+uninterrupted run's, tensor for tensor."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from launcher import contract
+
+pytestmark = pytest.mark.integration
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+# 20 steps of a tiny CNN, each padded to >= 1.2 s by --step-sleep (numerics unchanged): more than
+# the first two sessions can do however fast the machine (the first session's run stops 20 s after
+# it starts, the second is cut by the platform at 10 s), and few sessions when it is slow.
+FLAGS = ("--epochs 2 --num-samples 800 --batch-size 64 --width 8 --image-size 16 --ckpt-every 2 "
+         "--no-plot --log-every 10")
+
+
+def _load(name: str):
+    if name not in sys.modules:  # tests/ has no packages: load the helper by its path
+        spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+fake_kaggle = _load("fake_kaggle")
+
+
+def launch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "launcher.cli", *args], env=env, text=True,
+                       capture_output=True, timeout=120)
+    assert r.returncode == 0, f"launch {args} -> {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+def assert_bitwise_equal(a, b, path="state"):
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert set(a) == set(b), f"{path}: keys differ"
+        for k in a:
+            if "time" in str(k) or k in ("attempt", "images_per_s", "throughput"):
+                continue  # wall clock and which attempt wrote it differ between the runs
+            assert_bitwise_equal(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_bitwise_equal(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def uninterrupted_state(tmp_path: Path) -> dict:
+    env = {**os.environ, contract.ENV_CHECKPOINT_DIR: str(tmp_path / "ref-ckpt"),
+           contract.ENV_OUTPUT_DIR: str(tmp_path / "ref-out")}
+    env.pop(contract.ENV_DEADLINE, None)
+    subprocess.run([sys.executable, "-m", "trainers.quickstart", *FLAGS.split()], env=env, cwd=REPO,
+                   check=True, capture_output=True, timeout=300)
+    _, path, _ = contract.latest_checkpoint(tmp_path / "ref-ckpt")
+    return torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+
+
+def test_quickstart_resumes_bit_exactly_across_sessions(tmp_path, s3_server):
+    bucket = s3_server.make_bucket()
+    secrets = {"AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}
+    task = tmp_path / "qs.yaml"
+    task.write_text(f"""\
+name: qs
+workdir: {REPO}
+run: |
+  python -m trainers.quickstart {FLAGS} --step-sleep 1.2
+""")
+    with fake_kaggle.FakeKaggle(tmp_path / "kaggle", secrets=secrets, limits=[25, 10, 25]) as kaggle:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KAGGLE_", "LAUNCH_", "AWS_"))}
+        env.update({**s3_server.env(), **kaggle.env(), "LAUNCH_HOME": str(tmp_path / "home"),
+                    "LAUNCH_KAGGLE_SESSION_LIMIT": "25", "LAUNCH_KAGGLE_MARGIN": "5",
+                    "LAUNCH_KAGGLE_POLL_INTERVAL": "0.5", "LAUNCH_KAGGLE_CONTROL_INTERVAL": "0.5",
+                    "LAUNCH_KAGGLE_START_GRACE": "3"})
+        t0 = time.monotonic()
+        launch(env, "up", str(task), "--infra", "kaggle", "--store", f"s3://{bucket}/runs", "-d")
+        try:
+            while time.monotonic() - t0 < 400:
+                job = json.loads(launch(env, "status", "1", "--json").stdout)[0]
+                if job["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
+                    break
+                time.sleep(2)
+        finally:
+            launch(env, "down", "1")  # quiet once the job ended; else no supervisor is left behind
+        kaggle.wait_idle(timeout=30)
+        summary = [(a["number"], a["state"], a["exit_code"], a["reason"]) for a in job["attempts"]]
+        assert job["state"] == "SUCCEEDED", (summary, kaggle.session_logs()[-4000:])
+        assert len(job["attempts"]) >= 3 and not kaggle.overlaps, summary
+        assert job["attempts"][0]["exit_code"] == contract.EXIT_PREEMPTED, summary
+        assert job["attempts"][1]["exit_code"] is None, summary  # cut with no notice
+        assert "deadline: checkpoint of step" in kaggle.session_logs()  # the harness stopped itself
+        print(f"\n{len(summary)} sessions in {time.monotonic() - t0:.0f} s: {summary}")
+
+    client = s3_server.client()
+    prefix = f"runs/{job['run_id']}/"
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix + "ckpt/")["Contents"]]
+    final = max(k for k in keys if k.endswith("/state.pt"))
+    got = torch.load(io.BytesIO(client.get_object(Bucket=bucket, Key=final)["Body"].read()),
+                     map_location="cpu", weights_only=True)
+    want = uninterrupted_state(tmp_path)
+    assert_bitwise_equal(want["model"], got["model"], "model")
+    assert_bitwise_equal(want["optimizer"], got["optimizer"], "optimizer")
+    assert_bitwise_equal(want, got)
