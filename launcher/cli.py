@@ -143,6 +143,14 @@ def _progress(p: dict) -> str:
     return " ".join(parts) or "-"
 
 
+def _estimate(e: dict) -> str:
+    text = f"{e['fraction_done']:.0%} done, ~{e['hours_left']:.2f} h of running left"
+    if "sessions_left" in e:
+        text += (f"; sessions: {e['sessions_used']} used of ~{e['session_hours']:.2f} h each, "
+                 f"~{e['sessions_left']} more")
+    return text
+
+
 @cli.command(epilog="\b\nExamples:\n  launch status\n  launch status 3\n  launch status --json | jq '.[0].attempts'")
 @click.argument("job", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: a list of jobs with their attempts.")
@@ -168,7 +176,10 @@ def status(job, as_json):
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     if job:
         d = docs[0]
-        click.echo(f"\nstore: {d['store']}\nreason: {d['reason'] or '-'}\nattempts:")
+        click.echo(f"\nstore: {d['store']}\nreason: {d['reason'] or '-'}")
+        if d.get("estimate"):
+            click.echo(f"estimate: {_estimate(d['estimate'])}")
+        click.echo("attempts:")
         for a in d["attempts"]:
             click.echo(f"  {a['number']}  {a['state']:<12} {a['host'] or '-':<16} {_ago(a['started']):<10} "
                        f"{a['reason']}")

@@ -180,12 +180,33 @@ def _cancel_here(state: st.State, job: st.Job) -> st.Job:
     return state.job(job.id)
 
 
+def estimate(job: st.Job, attempts: list[st.Attempt], now: float | None = None) -> dict[str, Any] | None:
+    """Fraction done and what is left, from the job's progress and its running time so far;
+    with sessions of a fixed length (a handle's ``session.usable_s``), the sessions still needed."""
+    from launcher.progress import estimate_left
+
+    now = now or time.time()
+    run_s = sum((a.ended or now) - a.run_started for a in attempts if a.run_started is not None)
+    usable = next((a.handle["session"].get("usable_s") for a in reversed(attempts)
+                   if isinstance(a.handle.get("session"), dict)), None)
+    est = estimate_left(job.progress, run_seconds=run_s, usable_s=float(usable or 1e12))
+    if est is not None:
+        est["run_hours"] = round(run_s / 3600.0, 3)
+        if usable:
+            est["session_hours"] = round(float(usable) / 3600.0, 2)
+            est["sessions_used"] = sum(1 for a in attempts if a.run_started is not None)
+        else:
+            est.pop("sessions_left", None)
+    return est
+
+
 def describe(state: st.State, job: st.Job) -> dict[str, Any]:
     attempts = state.attempts(job.id)
     return {
         "id": job.id, "run_id": job.run_id, "name": job.name, "state": job.state, "reason": job.reason,
         "infra": job.infra, "store": job.store_uri, "task": job.task_path, "created": job.created,
         "ended": job.ended, "progress": job.progress,
+        "estimate": None if job.terminal else estimate(job, attempts),
         "cost": round(sum(a.cost() for a in attempts), 6),
         "attempts": [a.to_dict() for a in attempts],
     }

@@ -39,3 +39,18 @@ def test_attempt_numbers_and_cost():
     assert (a1.n, a2.n) == (1, 2)
     s.set_attempt(job.id, 1, ended=1800.0)
     assert s.attempt(job.id, 1).cost() == pytest.approx(1.0)
+
+
+def test_estimate_counts_sessions_when_attempts_have_a_session_length():
+    from launcher.jobs import estimate
+
+    s = st.State()
+    job = s.create_job(name="j", task_path=None, task_yaml="", infra="kaggle", store_uri="", options={})
+    s.set_job(job.id, progress={"step": 250, "total_steps": 1000})
+    for n in range(2):
+        a = s.add_attempt(job.id, handle={"session": {"usable_s": 3600}}, started=0.0)
+        s.set_attempt(job.id, a.n, run_started=0.0, ended=1800.0)
+    e = estimate(s.job(job.id), s.attempts(job.id), now=1e9)
+    # 1 h run for 25% -> 3 h left -> 3 sessions of 1 h
+    assert e["fraction_done"] == 0.25 and e["hours_left"] == 3.0
+    assert e["sessions_used"] == 2 and e["sessions_left"] == 3

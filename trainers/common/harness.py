@@ -327,6 +327,8 @@ class Harness:
 
     def _log(self, kind: str, fields: dict[str, Any]) -> None:
         self.metrics_log.log({"kind": kind, "step": self.step, "epoch": self.epoch_progress(),
+                              "total_steps": self.total_epochs * self.steps_per_epoch,
+                              "total_epochs": self.total_epochs,
                               "attempt": self.attempt, "time": round(time.time(), 3),
                               "wall": round(self.wall_time(), 3), **fields})
 

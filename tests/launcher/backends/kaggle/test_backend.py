@@ -12,7 +12,8 @@ from launcher import contract
 from launcher.backends import get_backend
 from launcher.backends.base import (BackendError, NoCapacityError, ProvisionRequest, RunSpec,
                                     RunState)
-from launcher.backends.kaggle.backend import KaggleBackend, estimate_left
+from launcher.backends.kaggle.backend import KaggleBackend
+from launcher.progress import estimate_left
 from launcher.backends.kaggle.client import KaggleAPIError, KernelStatus, PushResult
 from launcher.backends.kaggle.config import KaggleSettings
 from launcher.errors import InfraError
