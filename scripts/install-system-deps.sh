@@ -16,3 +16,5 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 mkdir -p /run/sshd 2>/dev/null || true
+# A pyenv rehash lock left by a killed shell makes every later login wait a minute.
+rm -f "${PYENV_ROOT:-$HOME/.pyenv}/shims/.pyenv-shim" 2>/dev/null || true

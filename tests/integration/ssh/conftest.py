@@ -152,7 +152,10 @@ class Host:
             "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "PrintMotd no",
             "MaxSessions 64", "MaxStartups 64:30:128", "LogLevel INFO",
             f"Subsystem sftp {SFTP_SERVER}",
-            f"SetEnv LAUNCH_PYTHON={sys.executable} LAUNCH_REMOTE_ROOT={self.root} {MARKER}={self.marker}",
+            # PYENV_REHASH_TIMEOUT: a login's ~/.bashrc may run `pyenv init`, whose rehash waits up
+            # to 60 s for a lock that a session killed with its host can leave behind.
+            f"SetEnv LAUNCH_PYTHON={sys.executable} LAUNCH_REMOTE_ROOT={self.root} {MARKER}={self.marker}"
+            " PYENV_REHASH_TIMEOUT=1",
             ""]))
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         cmd = [SSHD, "-D", "-e", "-f", str(self.dir / "sshd_config")]
