@@ -128,10 +128,12 @@ class Supervisor:
                 return
             self.sleep(min(left, self.poll_interval))
 
-    def _check_cancel(self) -> None:
-        job = self.state.job(self.job_id)
+    def _cancel_requested(self) -> bool:
         self.state.beat(self.job_id, os.getpid())
-        if job.state in (st.CANCELLING, st.CANCELLED):
+        return self.state.job(self.job_id).state in (st.CANCELLING, st.CANCELLED)
+
+    def _check_cancel(self) -> None:
+        if self._cancel_requested():
             raise Cancelled()
 
     # --- one attempt ---------------------------------------------------------------------------
@@ -183,6 +185,9 @@ class Supervisor:
             self._end_attempt(n, handle, "CANCELLED", "cancelled while starting")
             raise
         except HostLostError as e:
+            if self._cancel_requested():  # a backend may give up waiting because of the cancel
+                self._end_attempt(n, handle, "CANCELLED", "cancelled while starting")
+                raise Cancelled() from None
             self._end_attempt(n, handle, "PREEMPTED", str(e))
             return Event(Outcome.PREEMPTED, reason=str(e), option=option)
         except BackendError as e:
