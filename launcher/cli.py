@@ -218,11 +218,12 @@ def down(job_ids):
 
 
 def _register_optional_groups() -> None:
-    try:
-        from launcher.commands import store as store_cmd
-    except ImportError:
-        return
-    cli.add_command(store_cmd.store)
+    """Commands kept in their own modules (each imports its SDK only when it runs)."""
+    from launcher.commands.plan import plan
+    from launcher.commands.store import store
+
+    cli.add_command(store)
+    cli.add_command(plan)
 
 
 def main() -> None:
