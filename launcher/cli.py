@@ -181,8 +181,9 @@ def status(job, as_json):
             click.echo(f"estimate: {_estimate(d['estimate'])}")
         click.echo("attempts:")
         for a in d["attempts"]:
+            extra = f" (+{a['provider_recoveries']} recoveries by the provider)" if a["provider_recoveries"] else ""
             click.echo(f"  {a['number']}  {a['state']:<12} {a['host'] or '-':<16} {_ago(a['started']):<10} "
-                       f"{a['reason']}")
+                       f"{a['reason']}{extra}")
         click.echo("events:")
         for e in state.events(d["id"])[-15:]:
             click.echo(f"  {time.strftime('%H:%M:%S', time.localtime(e['ts']))}  {e['kind']:<10} {e['message']}")

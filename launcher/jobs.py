@@ -115,6 +115,11 @@ def prepare(task_path: str, *, infra: str | None = None, store: str | None = Non
     task = load_task(task_path)
     if not task.run:
         raise TaskError(f"{task_path}: the task has no 'run' command")
+    if task.workdir:  # relative to where `launch up` runs, as in SkyPilot; fixed now for later
+        task.workdir = task.resolved_workdir()
+        if not os.path.isdir(task.workdir):
+            raise TaskError(f"{task_path}: workdir {task.workdir} is not a folder (a relative "
+                            "workdir is relative to the directory you run launch in)")
     overrides = parse_env_overrides(envs)
     drills = chaos.parse_chaos(chaos_spec)
     resolved_infra = resolve_infra(task, infra)

@@ -95,6 +95,8 @@ class Attempt:
             "number": self.n, "state": self.state, "reason": self.reason, "host": self.host,
             "exit_code": self.exit_code, "started": self.started, "ended": self.ended,
             "price_per_hour": self.price_per_hour, "cost": round(self.cost(), 6),
+            # Recoveries the provider made on its own inside this attempt (SkyPilot managed jobs).
+            "provider_recoveries": int(self.handle.get("recovery_count") or 0),
         }
 
 

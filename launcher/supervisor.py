@@ -215,7 +215,10 @@ class Supervisor:
             except Cancelled:
                 self._end_attempt(n, handle, "CANCELLED", "cancelled by launch down")
                 raise
+            before = json.dumps(handle, sort_keys=True)
             status = self.backend.poll(handle)
+            if json.dumps(handle, sort_keys=True) != before:  # e.g. a provider's recovery count
+                self.state.set_attempt(self.job_id, n, handle=handle)
             if status.done:
                 return self._finished(n, handle, status, option, drill_fired)
             drill_fired = self._fire_due_drill(n, handle) or drill_fired
@@ -250,7 +253,11 @@ class Supervisor:
         drill = self.drills[fired]
         self.state.set_job(self.job_id, options={**job.options, "chaos_fired": fired + 1})
         self.state.event(self.job_id, "chaos", f"fire drill {drill} on attempt {n}")
-        self.backend.signal(handle, drill.kind)
+        try:
+            self.backend.signal(handle, drill.kind)
+        except (BackendError, NotImplementedError) as e:
+            self.state.event(self.job_id, "warning", f"fire drill {drill} could not be delivered: {e}")
+            return ""
         return str(drill)
 
     def _update_progress(self, force: bool = False) -> None:

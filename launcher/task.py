@@ -153,13 +153,11 @@ class Task(_Model):
         return {k: "" if v is None else _scalar(v) for k, v in self.secrets.items()}
 
     def resolved_workdir(self) -> str | None:
-        """The workdir as an absolute local path (relative paths are relative to the YAML)."""
+        """The workdir as an absolute local path. As with `sky launch`, a relative workdir is
+        relative to the directory the command runs in (``launch up`` makes it absolute)."""
         if not self.workdir:
             return None
-        w = os.path.expanduser(self.workdir)
-        if not os.path.isabs(w) and self.path:
-            w = os.path.join(os.path.dirname(os.path.abspath(self.path)), w)
-        return os.path.abspath(w)
+        return os.path.abspath(os.path.expanduser(self.workdir))
 
 
 def _scalar(v: Any) -> str:

@@ -26,7 +26,7 @@ def spec_for(task, store_uri=STORE, attempt=2, secrets=None) -> RunSpec:
 
 def build(text: str, infra: str = "aws", store_uri: str = STORE, **kw):
     task = parse_task(text, "case.yaml")
-    p = mapping.plan(task, spec_for(task, store_uri, **kw), option=task.resources.options()[0],
+    p = mapping.for_attempt(task, spec_for(task, store_uri, **kw), option=task.resources.options()[0],
                      infra=infra, num_nodes=task.num_nodes, workdir=None, name="qs")
     return p, mapping.to_sky_task(p.config)
 
@@ -36,10 +36,18 @@ def test_every_bundled_task_becomes_a_valid_sky_task():
     assert paths, f"no task YAML under {TASKS_DIR}"
     for path in paths:
         task = load_task(path)
-        p = mapping.plan(task, spec_for(task), option=task.resources.options()[0], infra="aws",
+        declared = task.checkpoint_mount()
+        store = f"{declared.source}/qs-1a2b3c4d" if declared else STORE  # as `launch up` makes it
+        p = mapping.for_attempt(task, spec_for(task, store), option=task.resources.options()[0], infra="aws",
                          num_nodes=task.num_nodes, workdir=task.resolved_workdir(), name="t")
         sky_task = mapping.to_sky_task(p.config)
-        sky_task.validate()  # SkyPilot's own checks: name, run, workdir, file mounts, resources
+        # SkyPilot's own checks (its schema ran in from_yaml_config): name, run, workdir, file
+        # mounts. Resources were built and checked field by field; their catalog lookup
+        # (Resources.validate) would fetch catalogs from the network and is left to `launch plan`.
+        sky_task.validate_name()
+        sky_task.validate_run()
+        sky_task.expand_and_validate_workdir()
+        sky_task.expand_and_validate_file_mounts()
         assert sky_task.run and sky_task.num_nodes == task.num_nodes, path
         assert contract.CHECKPOINT_MOUNT in sky_task.storage_mounts, path
 
@@ -130,6 +138,14 @@ def test_other_file_mounts_pass_through():
     assert set(t.storage_mounts) == {contract.CHECKPOINT_MOUNT}
 
 
+def test_relative_local_mounts_are_relative_to_the_yaml(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "t.yaml").write_text("file_mounts:\n  /data: ./data\nrun: x\n")
+    task = load_task(tmp_path / "t.yaml")
+    p = mapping.for_attempt(task, spec_for(task), option={}, infra="aws", num_nodes=1, workdir=None, name="t")
+    assert p.config["file_mounts"]["/data"] == str(tmp_path / "data")
+
+
 def test_file_store_is_used_in_place_without_a_mount(tmp_path):
     p, t = build("run: x", store_uri=(tmp_path / "qs").as_uri())
     assert not t.storage_mounts
@@ -157,8 +173,12 @@ def test_wrapped_run_keeps_the_exit_code_log_and_done_marker(tmp_path):
     assert (out / "logs/attempt-3.log").read_text() == "it's here\n"
     assert (out / "logs/attempt-3.exit_code").read_text().strip() == "7"
     assert not (out / "DONE").exists()
-    assert subprocess.run(["bash", "-c", mapping.wrap_run("true")], env=env).returncode == 0
+    results = 'cd "$LAUNCH_OUTPUT_DIR"; echo 1 >> metrics.jsonl; echo r > results.json; mkdir -p figs; touch figs/a.png'
+    assert subprocess.run(["bash", "-c", mapping.wrap_run(results)], env=env).returncode == 0
     assert (out / "DONE").exists() and (out / "ckpt").is_dir()
+    # Results go to outputs/ as on every backend; metrics.jsonl stays where `launch status` reads it.
+    assert sorted(p.name for p in out.iterdir()) == ["DONE", "ckpt", "logs", "metrics.jsonl", "outputs"]
+    assert (out / "outputs/results.json").read_text() == "r\n" and (out / "outputs/figs/a.png").exists()
 
 
 def test_sky_names_are_valid_and_keep_the_unique_tail():

@@ -10,7 +10,9 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[4]
 SKY_CATALOG = ".sky/catalogs/v8"  # sky.skylet.constants.CATALOG_SCHEMA_VERSION in SkyPilot 0.14
 VMS = """\
 InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Region,SpotPrice,Price,AvailabilityZone,GpuInfo
@@ -75,6 +77,7 @@ def test_plan_lists_the_cheapest_option_first_offline(tmp_path):
                     "    - accelerators: A6000:1\nrun: x\n")
     tasks["any_of"] = [str(both), "--json", "--all-regions"]
     tasks["table"] = [str(tasks["V100"][0])]
+    tasks["imagenet"] = [str(REPO / "tasks/imagenet.yaml"), "--json", "--hours", "24"]
     out = run_plans(tmp_path, tasks)
 
     v100 = json.loads(out["V100"]["stdout"])
@@ -96,6 +99,10 @@ def test_plan_lists_the_cheapest_option_first_offline(tmp_path):
     assert {c["accelerators"] for c in rows} == {"V100:1", "A6000:1"}
     assert len(rows) == 8  # 2 options x 2 regions x spot/on-demand
     assert rows[0]["accelerators"] == "V100:1" and rows[0]["region"] == "CA" and rows[0]["spot"]
+
+    imagenet = json.loads(out["imagenet"]["stdout"])  # the bundled spot task: V100 or A6000
+    assert {c["accelerators"] for c in imagenet} == {"V100:1", "A6000:1"}
+    assert imagenet[0]["spot"] and imagenet[0]["price_per_hour"] == 0.19 and imagenet[0]["est_cost"] == 4.56
 
     table = out["table"]["stdout"].splitlines()
     assert out["table"]["code"] == 0 and table[0].split()[:3] == ["CLOUD", "REGION", "INSTANCE"]
