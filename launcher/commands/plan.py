@@ -7,7 +7,9 @@ first, and nothing else goes to stdout then.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 
 import click
 
@@ -42,7 +44,9 @@ def plan(task: str, hours: float, infra: str | None, all_regions: bool, as_json:
         get_backend("skypilot")  # SkyPilot missing: the registry's one-line install hint
         from launcher.backends.skypilot import catalog
 
-        found = catalog.candidates(t, hours, infra=infra, all_regions=all_regions)
+        # SkyPilot prints its spinner payloads on stdout; stdout is for our table or JSON only.
+        with contextlib.redirect_stdout(sys.stderr):
+            found = catalog.candidates(t, hours, infra=infra, all_regions=all_regions)
     except LaunchError as e:
         raise click.ClickException(str(e)) from None
     if as_json:
