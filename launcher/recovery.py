@@ -4,7 +4,8 @@ The policy is data. ``RULES`` maps how an attempt ended to what happens next; th
 applies it, so every case is one row of a table in the tests. Sequences it produces, for example:
 
     attempt 1 preempted (notice)       -> relaunch now on the same option, resume from the store
-    attempt 2 preempted again quickly  -> relaunch after 5 s (backoff doubles, capped)
+    attempt 2 preempted again quickly  -> relaunch after 5 s (backoff doubles, capped; a run
+                                          of 10 min or more resets it)
     attempt 3 no capacity on V100      -> relaunch after 5 s on the next any_of option (A6000)
     attempt 4 exit code 1              -> failed (max_restarts_on_errors: 0)
     attempt 4 exit code 1              -> relaunch (max_restarts_on_errors: 2, 1 used so far)
@@ -30,6 +31,7 @@ class Event:
     exit_code: int | None = None
     reason: str = ""
     option: int = 0  # index of the resources option the attempt ran on
+    ran_for: float = 0.0  # seconds the run went on before it ended
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Policy:
     backoff_factor: float = 2.0
     backoff_max: float = 300.0
     max_setup_failures: int = 3
+    productive_run: float = 600.0  # a preemption after a run this long does not add to the back-off
 
 
 @dataclass(frozen=True)
@@ -76,10 +79,12 @@ class History:
 
     events: list[Event] = field(default_factory=list)
 
-    def consecutive(self, outcome: Outcome) -> int:
+    def consecutive(self, outcome: Outcome, productive_run: float = float("inf")) -> int:
+        """How many events in a row, newest first, ended this way; a run that went on for
+        ``productive_run`` seconds or more breaks the streak (it made progress)."""
         n = 0
         for e in reversed(self.events):
-            if e.outcome is not outcome:
+            if e.outcome is not outcome or e.ran_for >= productive_run:
                 break
             n += 1
         return n
@@ -106,7 +111,9 @@ def decide(event: Event, history: History, policy: Policy) -> Action:
         return Action(relaunch=False, final_state="FAILED",
                       reason=f"setup failed {policy.max_setup_failures} times: {event.reason}")
 
-    streak = history.consecutive(event.outcome) + 1  # including this event
+    streak = history.consecutive(event.outcome, policy.productive_run) + 1  # including this event
+    if event.ran_for >= policy.productive_run:
+        streak = 1
     waits = streak - rule.backoff_from
     delay = 0.0 if waits < 0 else min(policy.backoff_max,
                                        policy.backoff_initial * policy.backoff_factor ** waits)

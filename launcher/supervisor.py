@@ -109,7 +109,8 @@ class Supervisor:
         for a in self.state.attempts(self.job_id):
             option = int(a.handle.get("option", 0))
             if a.state in {o.value.upper() for o in Outcome}:
-                history.events.append(Event(Outcome(a.state.lower()), a.exit_code, a.reason, option))
+                ran_for = (a.ended or 0.0) - a.run_started if a.run_started is not None else 0.0
+                history.events.append(Event(Outcome(a.state.lower()), a.exit_code, a.reason, option, ran_for))
         return history, option
 
     def _recover(self, event: Event, action: Action) -> None:
@@ -229,7 +230,9 @@ class Supervisor:
         reason = f"fire drill {drill}: {status.reason}" if drill and status.state is RunState.PREEMPTED else status.reason
         self._end_attempt(n, handle, status.state.value, reason, status.exit_code)
         self._update_progress(force=True)
-        return Event(_STATUS_OUTCOME[status.state], status.exit_code, reason, option)
+        a = self.state.attempt(self.job_id, n)
+        ran_for = (a.ended or self.clock()) - (a.run_started or self.clock())
+        return Event(_STATUS_OUTCOME[status.state], status.exit_code, reason, option, ran_for)
 
     def _end_attempt(self, n: int, handle: dict, state: str, reason: str, exit_code: int | None = None) -> None:
         try:
