@@ -72,6 +72,27 @@ def launch_home() -> Path:
     return Path(os.environ.get("LAUNCH_HOME") or Path.home() / ".launch").expanduser()
 
 
+@contextmanager
+def transaction(path: Path) -> Iterator[sqlite3.Connection]:
+    """One short write transaction on the state database (shared by the CLI, the supervisors
+    and the backends' own tables): rows as ``sqlite3.Row``, committed on success, rolled back on
+    any error, the connection always closed."""
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    try:
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("BEGIN IMMEDIATE")
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.close()
+
+
 @dataclass
 class Attempt:
     job_id: int
@@ -137,22 +158,8 @@ class State:
         finally:
             conn.close()
 
-    @contextmanager
-    def _conn(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        try:
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("BEGIN IMMEDIATE")
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            conn.close()
+    def _conn(self):
+        return transaction(self.path)
 
     # --- jobs ----------------------------------------------------------------------------------
     def create_job(self, *, name: str, task_path: str | None, task_yaml: str, infra: str,

@@ -13,15 +13,12 @@ once. ``acquire`` for a lease already held by the same job and attempt succeeds 
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
-from launcher.state import launch_home
+from launcher.state import launch_home, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ssh_leases (
@@ -60,20 +57,8 @@ class Leases:
         with self._tx() as c:
             c.execute(_SCHEMA)
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("BEGIN IMMEDIATE")
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            conn.close()
+    def _tx(self):
+        return transaction(self.path)
 
     def holder(self, host: str) -> Lease | None:
         with self._tx() as c:

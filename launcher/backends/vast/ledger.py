@@ -16,13 +16,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from launcher.state import launch_home
+from launcher.state import launch_home, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS vast_instances (
@@ -73,21 +71,8 @@ class Ledger:
         with self._tx() as c:
             c.execute(_SCHEMA)
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        try:
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("BEGIN IMMEDIATE")
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            conn.close()
+    def _tx(self):
+        return transaction(self.path)
 
     def creating(self, job_id: str, attempt: int, label: str, offer: dict[str, Any],
                  price_per_hour: float, bid: float | None) -> int:
