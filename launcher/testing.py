@@ -28,6 +28,18 @@ from launcher.backends.base import (Backend, NoCapacityError, ProvisionRequest, 
                                     RunStatus)
 
 
+def wait_for(pred, timeout: float = 60.0, what: str = "condition", every: float = 0.1):
+    """Poll ``pred()`` until it returns something truthy and return that; AssertionError naming
+    ``what`` after ``timeout`` seconds. For tests that wait on real processes: never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 @dataclass
 class FakeClock:
     now: float = 1_000_000.0

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from launcher import contract
+from trainers.common.testing import assert_states_equal
 
 pytestmark = pytest.mark.integration
 HERE = Path(__file__).resolve().parent
@@ -46,23 +47,6 @@ def launch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
                        capture_output=True, timeout=120)
     assert r.returncode == 0, f"launch {args} -> {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return r
-
-
-def assert_bitwise_equal(a, b, path="state"):
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert set(a) == set(b), f"{path}: keys differ"
-        for k in a:
-            if "time" in str(k) or k in ("attempt", "images_per_s", "throughput"):
-                continue  # wall clock and which attempt wrote it differ between the runs
-            assert_bitwise_equal(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_bitwise_equal(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
 
 
 def uninterrupted_state(tmp_path: Path) -> dict:
@@ -117,6 +101,6 @@ run: |
     got = torch.load(io.BytesIO(client.get_object(Bucket=bucket, Key=final)["Body"].read()),
                      map_location="cpu", weights_only=True)
     want = uninterrupted_state(tmp_path)
-    assert_bitwise_equal(want["model"], got["model"], "model")
-    assert_bitwise_equal(want["optimizer"], got["optimizer"], "optimizer")
-    assert_bitwise_equal(want, got)
+    assert_states_equal(want["model"], got["model"], "model")
+    assert_states_equal(want["optimizer"], got["optimizer"], "optimizer")
+    assert_states_equal(want, got)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from launcher import contract
+from trainers.common.testing import assert_states_equal
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -48,27 +49,10 @@ def final_state(store_root: Path, job: dict) -> dict:
     return torch.load(path / "state.pt", map_location="cpu", weights_only=True)
 
 
-def assert_bitwise_equal(a, b, path="state"):
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert set(a) == set(b), f"{path}: keys differ"
-        for k in a:
-            if "time" in str(k) or k in ("attempt", "images_per_s", "throughput"):
-                continue  # wall clock and which attempt wrote it differ between the runs
-            assert_bitwise_equal(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_bitwise_equal(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
-
-
 def test_two_preemptions_resume_bit_exactly(tmp_path):
     t = task(tmp_path)
     launch("up", str(t), "--name", "clean")
-    r = launch("up", str(t), "--name", "drilled", "--chaos", "term@10s,kill@22s")
+    launch("up", str(t), "--name", "drilled", "--chaos", "term@10s,kill@22s")
     jobs = {j["name"]: j for j in json.loads(launch("status", "--json").stdout)}
     drilled = jobs["drilled"]
     states = [a["state"] for a in drilled["attempts"]]
@@ -78,6 +62,6 @@ def test_two_preemptions_resume_bit_exactly(tmp_path):
     logs = launch("logs", str(drilled["id"])).stdout
     assert logs.count("resuming from checkpoint step") >= 1, logs[-2000:]
     a, b = final_state(tmp_path, jobs["clean"]), final_state(tmp_path, drilled)
-    assert_bitwise_equal(a["model"], b["model"], "model")
-    assert_bitwise_equal(a["optimizer"], b["optimizer"], "optimizer")
-    assert_bitwise_equal(a, b)
+    assert_states_equal(a["model"], b["model"], "model")
+    assert_states_equal(a["optimizer"], b["optimizer"], "optimizer")
+    assert_states_equal(a, b)

@@ -8,12 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from launcher import state as st
+from launcher.testing import wait_for
 
 LAUNCH = [sys.executable, "-m", "launcher.cli"]
 
@@ -23,16 +23,6 @@ def launch(*args, check=True, timeout=120):
     if check and r.returncode != 0:
         raise AssertionError(f"launch {' '.join(args)} exited {r.returncode}\n{r.stdout}\n{r.stderr}")
     return r
-
-
-def wait_for(pred, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from launcher.backends.ssh.backend import SSHBackend
 from launcher.backends.ssh.client import CommandError, CommandTimeout, Remote
 from launcher.backends.ssh.leases import Leases
 from launcher.backends.ssh.pools import load_pool
+from launcher.testing import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,15 +29,6 @@ def wait_done(backend, handle, timeout=60.0):
             return status
         time.sleep(0.3)
     raise AssertionError("the run did not end")
-
-
-def wait_for(pred, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := pred():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def log_of(host, attempt=1) -> str:

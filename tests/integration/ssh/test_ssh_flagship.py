@@ -20,21 +20,12 @@ import torch
 from launcher import contract, state as st
 from launcher.checkpoints import download_latest
 from launcher.store import open_store
+from launcher.testing import wait_for
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
 EPOCHS = "1"  # 100 steps, a checkpoint every 25: the kill lands mid-epoch
-
-
-def wait_for(pred, timeout, what, every=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def tensors(obj, path="state"):

@@ -17,6 +17,7 @@ import pytest
 
 from launcher import state as st
 from launcher.store import NotFound, open_store
+from launcher.testing import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,16 +29,6 @@ def store_log(run_id: str) -> str:
         return open_store(st.State().job(run_id).store_uri).get_bytes("logs/attempt-1.log").decode()
     except NotFound:
         return ""
-
-
-def wait_for(pred, timeout, what, every=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def ended(job: int, n: int):

@@ -17,6 +17,7 @@ import pytest
 from launcher import state as st
 from launcher.backends.ssh.leases import Leases
 from launcher.store import NotFound, open_store
+from launcher.testing import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -135,13 +136,3 @@ def test_down_mid_run_leaves_no_process_and_no_secret(duo, launch_cli, ssh_lab, 
             if f.is_file() and not f.is_symlink() and f.name != "secrets.json":
                 data = f.read_bytes()
                 assert not any(s in data for s in secrets), f"a secret leaked into {f}"
-
-
-def wait_for(pred, timeout, what, every=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

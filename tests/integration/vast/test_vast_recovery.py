@@ -21,21 +21,12 @@ import pytest
 from launcher import state as st
 from launcher.backends.vast.ledger import Ledger
 from launcher.store import NotFound, open_store
+from launcher.testing import wait_for
 
 pytestmark = pytest.mark.integration
 
 STEPS = 40
 TOY = f"python -m launcher.testing toy --steps {STEPS} --step-time 0.2"
-
-
-def wait_for(pred, timeout, what, every=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def toy_task(tmp_path, spot=True):
