@@ -54,3 +54,12 @@ def test_estimate_counts_sessions_when_attempts_have_a_session_length():
     # 1 h run for 25% -> 3 h left -> 3 sessions of 1 h
     assert e["fraction_done"] == 0.25 and e["hours_left"] == 3.0
     assert e["sessions_used"] == 2 and e["sessions_left"] == 3
+
+
+def test_bad_backend_setting_names_the_variable(monkeypatch):
+    from launcher.errors import InfraError
+    from launcher.settings import env_float
+
+    monkeypatch.setenv("LAUNCH_VAST_MAX_PRICE", "cheap")
+    with pytest.raises(InfraError, match="LAUNCH_VAST_MAX_PRICE='cheap': expected a number"):
+        env_float("LAUNCH_VAST_MAX_PRICE", 1.0)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.backends.base import NoCapacityError
+from launcher.settings import env_bool, env_float
 
 # SkyPilot accelerator names -> Kaggle machine shapes (``kaggle kernels push --accelerator``).
 # T4 and L4 sessions come with several cards (T4 x2, L4 x4); Kaggle offers no other choice.
@@ -40,18 +41,6 @@ MACHINE_SHAPES = {
     "A100": "NvidiaTeslaA100",
     "H100": "NvidiaH100",
 }
-
-
-def _env_float(name: str, default: float) -> float:
-    v = os.environ.get(name, "").strip()
-    return float(v) if v else default
-
-
-def _env_bool(name: str, default: bool) -> bool:
-    v = os.environ.get(name, "").strip().lower()
-    if not v:
-        return default
-    return v not in ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -71,15 +60,15 @@ class KaggleSettings:
     def from_env(cls) -> KaggleSettings:
         d = cls()
         return cls(
-            session_limit=_env_float("LAUNCH_KAGGLE_SESSION_LIMIT", d.session_limit),
-            margin=_env_float("LAUNCH_KAGGLE_MARGIN", d.margin),
-            enable_gpu=_env_bool("LAUNCH_KAGGLE_GPU", d.enable_gpu),
-            enable_internet=_env_bool("LAUNCH_KAGGLE_INTERNET", d.enable_internet),
+            session_limit=env_float("LAUNCH_KAGGLE_SESSION_LIMIT", d.session_limit),
+            margin=env_float("LAUNCH_KAGGLE_MARGIN", d.margin),
+            enable_gpu=env_bool("LAUNCH_KAGGLE_GPU", d.enable_gpu),
+            enable_internet=env_bool("LAUNCH_KAGGLE_INTERNET", d.enable_internet),
             accelerator=os.environ.get("LAUNCH_KAGGLE_ACCELERATOR") or None,
-            poll_interval=_env_float("LAUNCH_KAGGLE_POLL_INTERVAL", d.poll_interval),
-            control_interval=_env_float("LAUNCH_KAGGLE_CONTROL_INTERVAL", d.control_interval),
-            start_grace=_env_float("LAUNCH_KAGGLE_START_GRACE", d.start_grace),
-            log_interval=_env_float("LAUNCH_KAGGLE_LOG_INTERVAL", d.log_interval),
+            poll_interval=env_float("LAUNCH_KAGGLE_POLL_INTERVAL", d.poll_interval),
+            control_interval=env_float("LAUNCH_KAGGLE_CONTROL_INTERVAL", d.control_interval),
+            start_grace=env_float("LAUNCH_KAGGLE_START_GRACE", d.start_grace),
+            log_interval=env_float("LAUNCH_KAGGLE_LOG_INTERVAL", d.log_interval),
             endpoint=(os.environ.get("LAUNCH_KAGGLE_ENDPOINT") or "").rstrip("/") or None,
         )
 

@@ -30,13 +30,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from launcher.settings import env_float
+
 DEFAULT_IMAGE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
 DEFAULT_KEYS = ("~/.ssh/id_ed25519", "~/.ssh/id_rsa")
-
-
-def _env_float(name: str, default: float | None) -> float | None:
-    v = os.environ.get(name, "").strip()
-    return float(v) if v else default
 
 
 def _default_key() -> str:
@@ -64,16 +61,16 @@ class VastSettings:
     def from_env(cls) -> VastSettings:
         d = cls()
         return cls(
-            max_price=_env_float("LAUNCH_VAST_MAX_PRICE", d.max_price),
-            min_reliability=_env_float("LAUNCH_VAST_MIN_RELIABILITY", d.min_reliability),
-            bid_factor=_env_float("LAUNCH_VAST_BID_FACTOR", d.bid_factor),
-            max_outbids=int(_env_float("LAUNCH_VAST_MAX_OUTBIDS", d.max_outbids)),
+            max_price=env_float("LAUNCH_VAST_MAX_PRICE", d.max_price),
+            min_reliability=env_float("LAUNCH_VAST_MIN_RELIABILITY", d.min_reliability),
+            bid_factor=env_float("LAUNCH_VAST_BID_FACTOR", d.bid_factor),
+            max_outbids=int(env_float("LAUNCH_VAST_MAX_OUTBIDS", d.max_outbids)),
             image=os.environ.get("LAUNCH_VAST_IMAGE") or d.image,
-            disk_gb=_env_float("LAUNCH_VAST_DISK_GB", d.disk_gb),
+            disk_gb=env_float("LAUNCH_VAST_DISK_GB", d.disk_gb),
             ssh_key=os.path.expanduser(os.environ.get("LAUNCH_VAST_SSH_KEY") or _default_key()),
-            boot_timeout=_env_float("LAUNCH_VAST_BOOT_TIMEOUT", d.boot_timeout),
-            api_poll=_env_float("LAUNCH_VAST_API_POLL", d.api_poll),
-            offers_tried=max(1, int(_env_float("LAUNCH_VAST_OFFERS_TRIED", d.offers_tried))),
+            boot_timeout=env_float("LAUNCH_VAST_BOOT_TIMEOUT", d.boot_timeout),
+            api_poll=env_float("LAUNCH_VAST_API_POLL", d.api_poll),
+            offers_tried=max(1, int(env_float("LAUNCH_VAST_OFFERS_TRIED", d.offers_tried))),
             server_url=(os.environ.get("VAST_URL") or "").rstrip("/") or None,
         )
 
