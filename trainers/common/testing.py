@@ -3,9 +3,12 @@ for your own trainer too)."""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 import torch
+
+from launcher import contract
 
 # Keys whose values differ between two runs of the same training: wall clock and which attempt
 # wrote the checkpoint.
@@ -29,3 +32,25 @@ def assert_states_equal(a: Any, b: Any, path: str = "state") -> None:
             assert_states_equal(x, y, f"{path}[{i}]")
     else:
         assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def tensors(obj: Any, path: str = "state") -> Iterator[tuple[str, torch.Tensor]]:
+    """``(path, tensor)`` for every tensor inside nested dicts, lists and tuples."""
+    if isinstance(obj, torch.Tensor):
+        yield path, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from tensors(v, f"{path}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from tensors(v, f"{path}[{i}]")
+
+
+def final_tensors(folder: Path) -> tuple[int, dict[str, torch.Tensor]]:
+    """The step of the newest verified checkpoint under ``folder`` and every tensor in its
+    ``*.pt`` files, keyed by file and path."""
+    step, path, _ = contract.latest_checkpoint(folder)
+    found: dict[str, torch.Tensor] = {}
+    for f in sorted(path.glob("*.pt")):
+        found.update(tensors(torch.load(f, map_location="cpu", weights_only=False), f.name))
+    return step, found

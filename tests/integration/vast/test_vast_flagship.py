@@ -18,30 +18,12 @@ from launcher.backends.vast.ledger import Ledger
 from launcher.checkpoints import download_latest
 from launcher.store import open_store
 from launcher.testing import wait_for
+from trainers.common.testing import final_tensors
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
 EPOCHS = "1"  # 100 steps, a checkpoint every 25: the outbid lands mid-epoch
-
-
-def tensors(obj, path="state"):
-    if isinstance(obj, torch.Tensor):
-        yield path, obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from tensors(v, f"{path}.{k}")
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            yield from tensors(v, f"{path}[{i}]")
-
-
-def load_final(folder: Path) -> tuple[int, dict[str, torch.Tensor]]:
-    step, path, _ = contract.latest_checkpoint(folder)
-    found = {}
-    for f in sorted(path.glob("*.pt")):
-        found.update(tensors(torch.load(f, map_location="cpu", weights_only=False), f.name))
-    return step, found
 
 
 def uninterrupted(tmp_path: Path) -> Path:
@@ -77,8 +59,8 @@ def test_quickstart_outbid_resumes_on_another_offer_bit_identical(vast, tmp_path
 
     got = tmp_path / "from-store"
     download_latest(store, got)
-    step, resumed = load_final(got)
-    clean_step, clean = load_final(uninterrupted(tmp_path))
+    step, resumed = final_tensors(got)
+    clean_step, clean = final_tensors(uninterrupted(tmp_path))
     assert step == clean_step
     assert resumed.keys() == clean.keys() and len(clean) > 10
     different = [k for k in clean if not torch.equal(clean[k], resumed[k])]
