@@ -81,14 +81,16 @@ def gpus_per_node(resources: dict[str, Any]) -> int:
 class SSHBackend(Backend):
     name = "ssh"
 
-    def __init__(self, infra: str, *, grace: float | None = None, leases: Leases | None = None,
-                 probe_timeout: float = 3.0, connect_timeout: float = 5.0,
+    def __init__(self, infra: str, *, hosts: list[HostSpec] | None = None, grace: float | None = None,
+                 leases: Leases | None = None, probe_timeout: float = 3.0, connect_timeout: float = 5.0,
                  clock: Callable[[], float] = time.monotonic):
+        """``infra`` is ``ssh/<pool>``, read from the pool file; with ``hosts`` given, any name
+        (e.g. ``vast``) and those hosts (none: nodes carry their own address in the handle)."""
         kind, _, pool = infra.partition("/")
-        if kind != "ssh" or not pool:
+        if hosts is None and (kind != "ssh" or not pool):
             raise InfraError(f"infra {infra!r}: expected ssh/<pool>, e.g. --infra ssh/lab")
-        self.pool = pool
-        self.hosts = load_pool(pool)
+        self.pool = pool or kind
+        self.hosts = load_pool(pool) if hosts is None else list(hosts)
         self.grace = float(grace or os.environ.get("LAUNCH_SSH_GRACE") or DEFAULT_GRACE)
         self.probe_timeout = probe_timeout
         self.connect_timeout = connect_timeout

@@ -26,7 +26,6 @@ has ended, so ``launch down`` at any moment, also mid-recovery, leaves no instan
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,7 +35,6 @@ from launcher import state as st
 from launcher.backends.base import (Backend, BackendError, HostLostError, NoCapacityError,
                                     ProvisionRequest, RunSpec, RunState, RunStatus, SyncStats)
 from launcher.backends.ssh.backend import SSHBackend, gpus_per_node
-from launcher.backends.ssh.leases import Leases
 from launcher.backends.ssh.pools import HostSpec
 from launcher.backends.vast import offers as of
 from launcher.backends.vast.client import OfferTaken, OutcomeUnknown, VastClient
@@ -51,15 +49,10 @@ SSH_USER = "root"  # Vast.ai images log in as root
 class RentedSSH(SSHBackend):
     """The SSH layer for machines that the handle describes (a rented instance's address), not a
     pool file: ``SSHBackend`` finds a node's address in the node itself when its pool does not
-    list it. Only the constructor differs."""
+    list it."""
 
     def __init__(self, *, grace: float | None = None, clock: Callable[[], float] = time.monotonic):
-        # SSHBackend.__init__ reads a pool file; a rented machine has none, so its fields are set here.
-        self.pool, self.hosts = "vast", []
-        self.grace = float(grace or os.environ.get("LAUNCH_SSH_GRACE") or 6.0)
-        self.probe_timeout, self.connect_timeout = 3.0, 5.0
-        self.leases, self.clock = Leases(), clock
-        self._remotes, self._last_ok, self._lost = {}, {}, set()
+        super().__init__("vast", hosts=[], grace=grace, clock=clock)
 
     def attach(self, handle: dict[str, Any], host: HostSpec) -> str:
         """Lease ``host`` for the handle's attempt and add it as the handle's node; '' when done,
