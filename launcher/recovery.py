@@ -9,6 +9,7 @@ applies it, so every case is one row of a table in the tests. Sequences it produ
     attempt 3 no capacity on V100      -> relaunch after 5 s on the next any_of option (A6000)
     attempt 4 exit code 1              -> failed (max_restarts_on_errors: 0)
     attempt 4 exit code 1              -> relaunch (max_restarts_on_errors: 2, 1 used so far)
+    managed job FAILED (final)         -> failed: SkyPilot already spent max_restarts_on_errors
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Event:
     reason: str = ""
     option: int = 0  # index of the resources option the attempt ran on
     ran_for: float = 0.0  # seconds the run went on before it ended
+    final: bool = False  # the provider's own recovery already gave up on it (SkyPilot managed jobs)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,9 @@ def decide(event: Event, history: History, policy: Policy) -> Action:
     rule = RULES[event.outcome]
     if event.outcome is Outcome.SUCCEEDED:
         return Action(relaunch=False, final_state="SUCCEEDED", reason="run exited 0")
+    if event.final and event.outcome is not Outcome.PREEMPTED:
+        return Action(relaunch=False, final_state="FAILED",
+                      reason=f"{event.reason or event.outcome.value} (the provider's recovery already gave up)")
     if event.outcome is Outcome.FAILED:
         recoverable = event.exit_code is not None and event.exit_code in policy.recover_on_exit_codes
         used = sum(1 for e in history.events if e.outcome is Outcome.FAILED

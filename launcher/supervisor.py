@@ -218,8 +218,9 @@ class Supervisor:
                 raise
             before = json.dumps(handle, sort_keys=True)
             status = self.backend.poll(handle)
-            if json.dumps(handle, sort_keys=True) != before:  # e.g. a provider's recovery count
-                self.state.set_attempt(self.job_id, n, handle=handle)
+            if json.dumps(handle, sort_keys=True) != before:  # e.g. a provider's recovery count, its price
+                self.state.set_attempt(self.job_id, n, handle=handle,
+                                       price_per_hour=self.backend.cost_per_hour(handle))
             if status.done:
                 return self._finished(n, handle, status, option, drill_fired)
             drill_fired = self._fire_due_drill(n, handle) or drill_fired
@@ -232,7 +233,7 @@ class Supervisor:
         self._update_progress(force=True)
         a = self.state.attempt(self.job_id, n)
         ran_for = (a.ended or self.clock()) - (a.run_started or self.clock())
-        return Event(_STATUS_OUTCOME[status.state], status.exit_code, reason, option, ran_for)
+        return Event(_STATUS_OUTCOME[status.state], status.exit_code, reason, option, ran_for, status.final)
 
     def _end_attempt(self, n: int, handle: dict, state: str, reason: str, exit_code: int | None = None) -> None:
         try:

@@ -58,12 +58,13 @@ _OUTCOMES = {
     "preempted": RunStatus(RunState.PREEMPTED, contract.EXIT_PREEMPTED, "preemption notice"),
     "lost": RunStatus(RunState.PREEMPTED, None, "machine lost"),
     "failed": RunStatus(RunState.FAILED, 1, "exit code 1"),
+    "failed_final": RunStatus(RunState.FAILED, 1, "exit code 1", final=True),  # provider retried already
 }
 
 
 class FakeBackend(Backend):
     """Scripted attempts. Each script item is an outcome name (``succeeded``, ``preempted``,
-    ``lost``, ``failed``, ``no_capacity``); a run stays RUNNING for ``polls_per_run`` polls."""
+    ``lost``, ``failed``, ``failed_final``, ``no_capacity``); a run stays RUNNING for ``polls_per_run`` polls."""
 
     name = "fake"
 

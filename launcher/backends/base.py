@@ -63,6 +63,9 @@ class RunStatus:
     state: RunState
     exit_code: int | None = None
     reason: str = ""
+    # The provider already applied the job's own recovery policy to this attempt (a SkyPilot managed
+    # job ends FAILED only after its ``max_restarts_on_errors``): our policy must not retry on top.
+    final: bool = False
 
     @property
     def done(self) -> bool:

@@ -42,6 +42,9 @@ CASES = [
      Policy(n_options=3, eager_failover=True), True, "", 0, 2),
     ("setup failure retries", ev(X), [], Policy(), True, "", 5, 0),
     ("third setup failure fails", ev(X), [ev(X), ev(X)], Policy(), False, "FAILED", 0, 0),
+    ("an error the provider already retried fails", Event(F, 1, "", 0, 0.0, True), [],
+     Policy(max_restarts_on_errors=3), False, "FAILED", 0, 0),
+    ("a final preemption still relaunches", Event(P, None, "", 0, 0.0, True), [], Policy(), True, "", 0, 0),
 ]
 
 

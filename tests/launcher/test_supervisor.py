@@ -56,6 +56,14 @@ def test_error_restarts_are_bounded():
     assert states(state, job) == ["FAILED"] * 3
 
 
+def test_an_error_the_provider_already_retried_is_not_retried_again():
+    state = st.State()
+    job, sup, _, _ = make(state, ["failed_final", "succeeded"], errors=2)
+    assert sup.run() == st.FAILED
+    assert states(state, job) == ["FAILED"]
+    assert "already gave up" in state.job(job.id).reason
+
+
 def test_no_capacity_fails_over_to_next_option_with_backoff():
     state = st.State()
     extra = "  any_of:\n    - accelerators: V100:1\n    - accelerators: A6000:1"

@@ -151,13 +151,18 @@ class SkyPilotBackend(Backend):
         handle["recovery_count"] = job.recovery_count
         if job.cluster:
             handle["host"] = handle["current_cluster"] = job.cluster
+        if job.cloud and handle.get("priced_at") != [job.cloud, job.region]:
+            self._price(handle, job.cloud, job.region)
         state = MANAGED_STATES.get(job.status, RunState.RUNNING)
         recoveries = f", {job.recovery_count} SkyPilot recoveries" if job.recovery_count else ""
         reason = f"managed job {job.job_id} {job.status}{recoveries}"
         if job.failure_reason and state is not RunState.RUNNING:
             reason += f": {job.failure_reason}"
+        # SkyPilot's jobs controller applied ``job_recovery`` (restarts on errors included) before
+        # it reported FAILED or CANCELLED: a retry of ours would multiply the user's budget.
         return RunStatus(state, job.exit_code if state is RunState.FAILED else
-                         (0 if state is RunState.SUCCEEDED else None), reason)
+                         (0 if state is RunState.SUCCEEDED else None), reason,
+                         final=state is RunState.FAILED)
 
     def _poll_cluster(self, handle: dict[str, Any]) -> RunStatus:
         cluster, job_id = handle["cluster"], handle["job_id"]
@@ -167,6 +172,10 @@ class SkyPilotBackend(Backend):
             if self._store_has(handle, contract.DONE_NAME):
                 return RunStatus(RunState.SUCCEEDED, 0, "run exited 0 (cluster since torn down)")
             return RunStatus(RunState.PREEMPTED, reason=f"cluster {cluster} lost: {e}")
+        if "priced_at" not in handle:
+            where = self.client.cluster_location(cluster)
+            if where:
+                self._price(handle, *where)
         if status is None:
             return RunStatus(RunState.RUNNING, reason=f"job {job_id} not yet on {cluster}")
         state = CLUSTER_JOB_STATES.get(status, RunState.RUNNING)
@@ -179,6 +188,16 @@ class SkyPilotBackend(Backend):
             return RunStatus(state, code, f"job {job_id} on {cluster} {status}"
                              + (f", exit code {code}" if code is not None else ""))
         return RunStatus(state, reason=f"job {job_id} on {cluster} {status}")
+
+    def _price(self, handle: dict[str, Any], cloud: str, region: str) -> None:
+        """$/h of the attempt (all nodes) from SkyPilot's catalog, for where it was placed; a
+        managed job is re-priced after each recovery that moves it. Unknown prices stay 0."""
+        from launcher.backends.skypilot.catalog import hourly_price
+
+        option = handle.get("resources") or {}
+        price = hourly_price(option, cloud, region, spot=bool(option.get("use_spot")))
+        handle["priced_at"] = [cloud, region]
+        handle["price_per_hour"] = round((price or 0.0) * int(handle.get("num_nodes") or 1), 4)
 
     def _store_has(self, handle: dict[str, Any], name: str) -> bool:
         return self._store_bytes(handle, name) is not None

@@ -85,6 +85,26 @@ def _priced(resources: Any, cloud: Any, num_nodes: int, spot: bool) -> list[tupl
     return out
 
 
+def hourly_price(option: dict[str, Any], cloud: str, region: str | None, spot: bool) -> float | None:
+    """$/h of one node of ``option`` where SkyPilot put it (``cloud``, ``region``): the cheapest
+    instance type that fits there, as SkyPilot's optimizer picks it. None when the catalog has no
+    price (Slurm, Kubernetes, an unknown cloud) or cannot be read."""
+    import sky
+    from sky import clouds as sky_clouds
+
+    try:
+        opt = {k: v for k, v in option.items() if k not in ("use_spot", "job_recovery", "any_of", "ordered")}
+        opt["infra"] = f"{cloud}/{region}" if region and region != "-" else cloud
+        prices = []
+        for resources in sky.Resources.from_yaml_config(opt):
+            c = resources.cloud or sky_clouds.CLOUD_REGISTRY.from_str(cloud)
+            prices += [p for launchable, p in _priced(resources, c, 1, spot)
+                       if not region or launchable.region == region]
+        return round(min(prices), 4) if prices and min(prices) > 0 else None
+    except Exception:  # a price is nice to have: never fail the attempt over it
+        return None
+
+
 def candidates(task: Task, hours: float = 1.0, *, infra: str | None = None,
                all_regions: bool = False) -> list[Candidate]:
     """Every (cloud, instance type, spot) that fits one of the task's options, at its cheapest

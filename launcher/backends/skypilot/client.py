@@ -47,6 +47,7 @@ class ManagedJob:
     failure_reason: str = ""
     cluster: str = ""  # the cluster it runs on now (changes with every recovery)
     region: str = ""
+    cloud: str = ""  # where that cluster is, e.g. "AWS", "Slurm"; "" before it is placed
 
     @property
     def exit_code(self) -> int | None:
@@ -161,7 +162,8 @@ class SkyPilotClient:
             return ManagedJob(job_id=job_id, status=str(getattr(status, "value", status)),
                               recovery_count=int(get("recovery_count") or 0),
                               failure_reason=get("failure_reason") or "",
-                              cluster=get("current_cluster_name") or "", region=get("region") or "")
+                              cluster=get("current_cluster_name") or "", region=_placed(get("region")),
+                              cloud=_placed(get("cloud")))
         return None
 
     def managed_logs(self, job_id: int, follow: bool) -> Iterator[str]:
@@ -183,6 +185,18 @@ class SkyPilotClient:
         status = (statuses or {}).get(job_id) if job_id is not None else next(iter((statuses or {}).values()), None)
         return None if status is None else str(getattr(status, "value", status))
 
+    def cluster_location(self, cluster: str) -> tuple[str, str] | None:
+        """``(cloud, region)`` the cluster was launched in, None when unknown."""
+        try:
+            records = self._get(self.sky.status([cluster]))
+        except BackendError:
+            return None
+        for r in records or []:
+            resources = getattr(getattr(r, "handle", None), "launched_resources", None)
+            if resources is not None and resources.cloud is not None:
+                return str(resources.cloud), resources.region or ""
+        return None
+
     def cluster_logs(self, cluster: str, job_id: int | None, follow: bool) -> Iterator[str]:
         try:
             chunks = self.sky.tail_logs(cluster, job_id, follow, preload_content=False)
@@ -196,6 +210,11 @@ class SkyPilotClient:
             self._get(self.sky.down(cluster))
         except ClusterGone:
             pass
+
+
+def _placed(value: Any) -> str:
+    """A location field of a managed job's record: "" while it is not placed ("-" or None)."""
+    return "" if value in (None, "-") else str(value)
 
 
 def _lines(chunks: Iterator[str | None]) -> Iterator[str]:

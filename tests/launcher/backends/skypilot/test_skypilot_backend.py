@@ -25,6 +25,7 @@ class FakeClient:
         self.cluster_status: str | None | Exception = "RUNNING"
         self.log_lines = ["line 1", "line 2"]
         self.downs: set[str] = set()
+        self.location: tuple[str, str] | None = None
 
     def launch_managed(self, config, name):
         self.calls.append(("launch_managed", name, config))
@@ -60,6 +61,10 @@ class FakeClient:
         if isinstance(self.cluster_status, Exception):
             raise self.cluster_status
         return self.cluster_status
+
+    def cluster_location(self, cluster):
+        self.calls.append(("cluster_location", cluster))
+        return self.location
 
     def cluster_logs(self, cluster, job_id, follow):
         self.calls.append(("cluster_logs", cluster, job_id, follow))
@@ -121,6 +126,7 @@ def test_managed_status_table(status, state):
                                 failure_reason="Job exited with exit code 3" if "FAILED" in status else "")
     got = backend.poll(handle)
     assert got.state is state
+    assert got.final == (state is RunState.FAILED)  # SkyPilot already spent max_restarts_on_errors
     assert handle["recovery_count"] == 2  # shown by `launch status` as SkyPilot's recoveries
     if status == "FAILED":
         assert got.exit_code == 3
@@ -254,3 +260,40 @@ def test_provision_names_the_attempt_and_calls_nothing():
     h2 = backend.provision(ProvisionRequest("quickstart-1a2b3c4d", 2, "aws", {}))
     assert h1["cluster"] != h2["cluster"] and h1["cluster"].endswith("a1")
     assert backend.client.calls == []
+
+
+def test_attempts_are_priced_where_skypilot_placed_them(monkeypatch):
+    from launcher.backends.skypilot import catalog
+
+    asked = []
+
+    def price(option, cloud, region, spot):
+        asked.append((option.get("accelerators"), cloud, region, spot))
+        return {"AWS": 0.9, "GCP": 0.7}.get(cloud)  # None: no price in the catalog (Slurm)
+
+    monkeypatch.setattr(catalog, "hourly_price", price)
+    backend, client, handle = started(SPOT)
+    client.request = "SUCCEEDED"
+    client.managed = ManagedJob(job_id=7, status="STARTING")  # not placed yet
+    backend.poll(handle)
+    assert backend.cost_per_hour(handle) == 0.0 and asked == []
+    client.managed = ManagedJob(job_id=7, status="RUNNING", cluster="c0", cloud="AWS", region="us-east-1")
+    backend.poll(handle)
+    backend.poll(handle)  # priced once per placement
+    assert backend.cost_per_hour(handle) == 0.9 and asked == [("V100:1", "AWS", "us-east-1", True)]
+    client.managed = ManagedJob(job_id=7, status="RUNNING", recovery_count=1, cluster="c1", cloud="GCP",
+                                region="us-central1")  # SkyPilot moved it: re-priced
+    backend.poll(handle)
+    assert backend.cost_per_hour(handle) == 0.7 and len(asked) == 2
+
+    backend, client, handle = started("  accelerators: V100:1")  # a cluster: priced from sky.status
+    handle["num_nodes"] = 2
+    client.request, client.location = "SUCCEEDED", ("AWS", "us-west-2")
+    backend.poll(handle)
+    backend.poll(handle)
+    assert backend.cost_per_hour(handle) == 1.8 and names(client).count("cluster_location") == 1
+
+    backend, client, handle = started("  cpus: 1+")
+    client.request, client.location = "SUCCEEDED", ("Slurm", "launchtest")
+    backend.poll(handle)
+    assert backend.cost_per_hour(handle) == 0.0 and handle["priced_at"] == ["Slurm", "launchtest"]

@@ -39,9 +39,11 @@ def test_exit_code_is_read_from_the_controllers_failure_reason():
 
 def test_managed_job_record_to_plain_values():
     record = {"job_id": 7, "status": Status("RECOVERING"), "recovery_count": 3,
-              "failure_reason": None, "current_cluster_name": "c-7", "region": "us-east-2"}
-    c = client_with(jobs_queue_v2=lambda **kw: "rq", get=lambda rid: ([{"job_id": 6}, record], 2, {}, 2))
-    assert c.managed_job(7) == ManagedJob(7, "RECOVERING", 3, "", "c-7", "us-east-2")
+              "failure_reason": None, "current_cluster_name": "c-7", "region": "us-east-2", "cloud": "AWS"}
+    pending = {"job_id": 6, "status": Status("PENDING"), "region": "-", "cloud": "-"}  # not placed yet
+    c = client_with(jobs_queue_v2=lambda **kw: "rq", get=lambda rid: ([pending, record], 2, {}, 2))
+    assert c.managed_job(7) == ManagedJob(7, "RECOVERING", 3, "", "c-7", "us-east-2", "AWS")
+    assert c.managed_job(6) == ManagedJob(6, "PENDING")
     assert c.managed_job(8) is None
 
 

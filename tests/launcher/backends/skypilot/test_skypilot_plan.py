@@ -37,6 +37,11 @@ CHILD = textwrap.dedent("""
     for name, args in json.loads(sys.argv[1]).items():
         r = CliRunner().invoke(plan, args)
         out[name] = {"code": r.exit_code, "stdout": r.stdout, "error": repr(r.exception)}
+    from launcher.backends.skypilot.catalog import hourly_price
+    out["price"] = [hourly_price({"accelerators": "V100:1", "use_spot": True}, "RunPod", "US", True),
+                    hourly_price({"accelerators": "V100:1"}, "RunPod", "CA", False),
+                    hourly_price({"accelerators": "A6000:1"}, "RunPod", None, False),
+                    hourly_price({"accelerators": "H100:1"}, "RunPod", "US", False)]
     print("RESULT " + json.dumps(out))
 """)
 
@@ -103,6 +108,9 @@ def test_plan_lists_the_cheapest_option_first_offline(tmp_path):
     imagenet = json.loads(out["imagenet"]["stdout"])  # the bundled spot task: V100 or A6000
     assert {c["accelerators"] for c in imagenet} == {"V100:1", "A6000:1"}
     assert imagenet[0]["spot"] and imagenet[0]["price_per_hour"] == 0.19 and imagenet[0]["est_cost"] == 4.56
+
+    # What an attempt is charged, once SkyPilot has placed it (cheapest fit in that region).
+    assert out["price"] == [0.21, 0.42, 0.46, None]
 
     table = out["table"]["stdout"].splitlines()
     assert out["table"]["code"] == 0 and table[0].split()[:3] == ["CLOUD", "REGION", "INSTANCE"]
