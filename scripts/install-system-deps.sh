@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages the integration tests need: a real OpenSSH server (sshd, sftp-server), iproute2
-# for network namespaces, procps for ps/pkill. Idempotent: installs only what is missing.
+# for network namespaces, procps for ps/pkill, and a one-node Slurm cluster for the SkyPilot test
+# (slurm-wlm, munge; SkyPilot syncs with rsync). Idempotent: installs only what is missing.
 set -euo pipefail
 need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
@@ -8,6 +9,9 @@ need=()
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v ip >/dev/null || need+=(iproute2)
 command -v ps >/dev/null || need+=(procps)
+command -v rsync >/dev/null || need+=(rsync)
+[ -x /usr/sbin/munged ] || need+=(munge)
+{ [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ] && command -v sbatch >/dev/null; } || need+=(slurm-wlm)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

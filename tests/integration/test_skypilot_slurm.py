@@ -314,6 +314,13 @@ class SlurmLab:
             if st.st_size == 0 and st.st_mtime >= self.started:
                 os.unlink(log)
 
+    def attempt_handle(self, job: int, n: int) -> dict:
+        import sqlite3
+
+        with sqlite3.connect(self.root / "launch-home/state.db") as c:
+            (handle,) = c.execute("SELECT handle FROM attempts WHERE job_id = ? AND n = ?", (job, n)).fetchone()
+        return json.loads(handle)
+
     def _run_ids(self) -> list[str]:
         import sqlite3
 
@@ -397,6 +404,8 @@ def test_quickstart_runs_to_succeeded_on_slurm_and_logs_show_it(slurm):
     assert sorted(p.name for p in (prefix / "ckpt").iterdir())[-1] == "step-00000200"
     assert (prefix / "outputs/results.json").exists() and (prefix / "metrics.jsonl").exists()
     assert slurm.run(["squeue", "-h"]).stdout.strip() == ""  # the cluster was torn down
+    # The attempt was located through SkyPilot's status (Slurm has no price: 0 $/h).
+    assert slurm.attempt_handle(1, 1)["priced_at"][0] == "Slurm" and doc["attempts"][0]["price_per_hour"] == 0
 
 
 @pytest.mark.timeout(1800)
