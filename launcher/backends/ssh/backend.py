@@ -81,6 +81,8 @@ def gpus_per_node(resources: dict[str, Any]) -> int:
 class SSHBackend(Backend):
     name = "ssh"
 
+    keeps_leftovers = True  # hosts outlive our attempts: a lost one is cleaned when it is back
+
     def __init__(self, infra: str, *, hosts: list[HostSpec] | None = None, grace: float | None = None,
                  leases: Leases | None = None, probe_timeout: float = 3.0, connect_timeout: float = 5.0,
                  clock: Callable[[], float] = time.monotonic):
@@ -127,6 +129,7 @@ class SSHBackend(Backend):
     def provision(self, req: ProvisionRequest) -> dict[str, Any]:
         """Lease ``num_nodes`` free hosts of the pool, in pool order. NoCapacityError (after
         releasing any partial lease) when too few are free and reachable."""
+        self.sweep_leftovers()
         handle = {"backend": self.name, "pool": self.pool, "job_id": req.job_id, "attempt": req.attempt,
                   "gpus_per_node": gpus_per_node(req.resources), "nodes": []}
         notes = []
@@ -175,8 +178,9 @@ class SSHBackend(Backend):
         cur = got["current"] or {}
         if cur and cur.get("owner") != doc["owner"]:
             return f"leased by {cur.get('owner')} (job {cur.get('job_id')}); remove {path} to free it"
-        if cur.get("attempt_dir"):
-            self._hostside(remote, root, {"action": "kill", "dir": cur["attempt_dir"]})
+        if cur.get("attempt_dir"):  # its processes and its secrets.json go
+            self._hostside(remote, root, {"action": "cleanup", "dir": cur["attempt_dir"]})
+            self.leases.drop_leftover(remote.host.key, cur["attempt_dir"])
         self._hostside(remote, root, {"action": "take_lease", "path": path, "doc": doc, "force": True})
         return ""
 
@@ -328,16 +332,18 @@ class SSHBackend(Backend):
     # --- teardown ------------------------------------------------------------------------------
     def terminate(self, handle: dict[str, Any]) -> None:
         """Kill every process of the attempt, remove its secrets.json and release the hosts, on
-        the host and here. A host that is gone counts as success (its leftovers are cleared when
-        it is leased again); calling this twice is quiet."""
+        the host and here. A host that is gone counts as success: its attempt folder is recorded
+        and cleared once it answers again (``sweep_leftovers``); calling this twice is quiet."""
         errors = []
         for node in handle.get("nodes") or []:
             key = node["key"]
             try:
-                if key not in self._lost:
-                    self._cleanup(handle, node)
+                if key in self._lost:
+                    raise HostLostError(f"{node['name']} was lost")
+                self._cleanup(handle, node)
             except HostLostError:
-                pass
+                if self.keeps_leftovers:
+                    self.leases.add_leftover(node, handle["job_id"], handle["attempt"])
             except BackendError as e:  # the other hosts are still cleaned up and released
                 errors.append(str(e))
             finally:
@@ -345,6 +351,21 @@ class SSHBackend(Backend):
                 self._drop(key)
         if errors:
             raise BackendError("; ".join(errors))
+
+    def sweep_leftovers(self) -> list[str]:
+        """Clean what lost hosts kept of their attempts (processes, ``secrets.json``, our lease on
+        the host) on every such host that answers now; the others stay recorded for the next
+        sweep. Returns the attempt folders cleaned."""
+        cleaned = []
+        for node, job_id, attempt in self.leases.leftovers():
+            try:
+                self._cleanup({"job_id": job_id, "attempt": attempt}, node)
+            except BackendError:  # still away (or a process survived): try again next time
+                self._drop(node["key"])
+                continue
+            self.leases.drop_leftover(node["key"], node["attempt_dir"])
+            cleaned.append(f"{node['name']}:{node['attempt_dir']}")
+        return cleaned
 
     def _cleanup(self, handle: dict[str, Any], node: dict[str, Any]) -> None:
         lease = {"path": f"{node['root']}/lease.json", "job_id": handle["job_id"],

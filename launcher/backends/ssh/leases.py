@@ -5,6 +5,10 @@ A lease is recorded twice. Here, in a small table of the state database
 the same host; and on the host, as ``<remote root>/lease.json`` (see ``backend.py``), so that
 launchers on other machines leave it alone too. This module is the local half.
 
+A host that was lost under an attempt cannot be cleaned up then: the attempt's folder (with its
+0600 ``secrets.json``) is recorded in ``ssh_leftovers`` and cleared the next time the backend
+provisions and the host answers (``SSHBackend.sweep_leftovers``), or when the host is leased again.
+
 A lease whose job has ended (or that the state no longer knows) is stale and may be taken over.
 Acquiring is a compare-and-set in one transaction, so two supervisors racing for one host get it
 once. ``acquire`` for a lease already held by the same job and attempt succeeds again, and
@@ -13,6 +17,7 @@ once. ``acquire`` for a lease already held by the same job and attempt succeeds 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,14 +25,24 @@ from pathlib import Path
 
 from launcher.state import launch_home, transaction
 
-_SCHEMA = """
+LEFTOVER_TTL = 7 * 86400.0
+
+_SCHEMA = ("""
 CREATE TABLE IF NOT EXISTS ssh_leases (
     host TEXT PRIMARY KEY,
     job_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
     since REAL NOT NULL
-)
-"""
+)""", """
+CREATE TABLE IF NOT EXISTS ssh_leftovers (
+    host TEXT NOT NULL,
+    attempt_dir TEXT NOT NULL,
+    node TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    since REAL NOT NULL,
+    PRIMARY KEY (host, attempt_dir)
+)""")
 
 
 @dataclass(frozen=True)
@@ -55,7 +70,8 @@ class Leases:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.is_stale = is_stale
         with self._tx() as c:
-            c.execute(_SCHEMA)
+            for table in _SCHEMA:
+                c.execute(table)
 
     def _tx(self):
         return transaction(self.path)
@@ -91,3 +107,23 @@ class Leases:
         with self._tx() as c:
             c.execute("DELETE FROM ssh_leases WHERE host = ? AND job_id = ? AND attempt = ?",
                       (host, job_id, attempt))
+
+    # --- what lost hosts still hold ------------------------------------------------------------
+    def add_leftover(self, node: dict, job_id: str, attempt: int) -> None:
+        """``node`` (a handle's node: address and ``attempt_dir``) could not be cleaned up."""
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO ssh_leftovers (host, attempt_dir, node, job_id, attempt, since)"
+                      " VALUES (?,?,?,?,?,?)", (node["key"], node["attempt_dir"], json.dumps(node), job_id,
+                                                attempt, time.time()))
+
+    def leftovers(self, max_age: float = LEFTOVER_TTL) -> list[tuple[dict, str, int]]:
+        """``(node, job_id, attempt)`` of every attempt folder still to clean, oldest first. A
+        host away for longer than ``max_age`` is forgotten (retired, or reinstalled)."""
+        with self._tx() as c:
+            c.execute("DELETE FROM ssh_leftovers WHERE since < ?", (time.time() - max_age,))
+            rows = c.execute("SELECT node, job_id, attempt FROM ssh_leftovers ORDER BY since").fetchall()
+        return [(json.loads(n), j, a) for n, j, a in rows]
+
+    def drop_leftover(self, host: str, attempt_dir: str) -> None:
+        with self._tx() as c:
+            c.execute("DELETE FROM ssh_leftovers WHERE host = ? AND attempt_dir = ?", (host, attempt_dir))

@@ -49,7 +49,9 @@ SSH_USER = "root"  # Vast.ai images log in as root
 class RentedSSH(SSHBackend):
     """The SSH layer for machines that the handle describes (a rented instance's address), not a
     pool file: ``SSHBackend`` finds a node's address in the node itself when its pool does not
-    list it."""
+    list it. A lost instance is destroyed with its disk: nothing of it is left to clean later."""
+
+    keeps_leftovers = False
 
     def __init__(self, *, grace: float | None = None, clock: Callable[[], float] = time.monotonic):
         super().__init__("vast", hosts=[], grace=grace, clock=clock)

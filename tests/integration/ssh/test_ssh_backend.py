@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -98,6 +99,25 @@ def test_leftovers_of_a_lost_attempt_are_killed_when_its_host_is_leased_again(du
     assert h2["host"] == "host-a"
     assert ssh_lab.job_pids("job-1") == []
     assert json.loads((duo[0].root / "lease.json").read_text())["attempt"] == 2
+    assert be.leases.leftovers() == []  # taken over: nothing left to sweep
+
+
+def test_a_lost_host_loses_the_secrets_of_its_attempt_once_it_answers_again(duo, ssh_lab):
+    be = backend()
+    h = start(be, secrets={"TOKEN": "s3cret-123"})
+    att = duo[0].root / "attempts/job-1/attempt-1"
+    assert wait_for(lambda: (att / "secrets.json").exists(), what="the secrets file")
+    duo[0].kill()                       # the machine vanishes; its disk stays
+    be._lost.add(h["nodes"][0]["key"])
+    be.terminate(h)
+    assert [n["attempt_dir"] for n, _, _ in be.leases.leftovers()] == [str(att)]
+    assert be.sweep_leftovers() == [] and (att / "secrets.json").exists()  # still away: kept for later
+    duo[0].start(Path(f"{ssh_lab.key}.pub").read_text())  # it comes back
+    ssh_lab.write_pool("solo", ["host-b"])
+    h2 = backend("solo").provision(ProvisionRequest("job-2", 1, "ssh/solo"))  # any provision sweeps first
+    assert h2["host"] == "host-b"
+    assert not (att / "secrets.json").exists() and not (duo[0].root / "lease.json").exists()
+    assert be.leases.leftovers() == []
 
 
 def test_signals_term_is_a_preemption_and_kill_a_vanished_machine(duo, ssh_lab):
