@@ -45,7 +45,8 @@ from typing import Any
 
 from launcher import contract
 from launcher.backends.base import (Backend, BackendError, HostLostError, MissingDependencyError,
-                                    ProvisionRequest, RunSpec, RunState, RunStatus, SyncStats)
+                                    NoCapacityError, ProvisionRequest, RunSpec, RunState, RunStatus,
+                                    SyncStats)
 from launcher.backends.kaggle import kernel
 from launcher.backends.kaggle.client import INSTALL_HINT, KaggleAPIError, KaggleClient
 from launcher.backends.kaggle.config import KaggleSettings, machine_shape
@@ -55,6 +56,25 @@ from launcher.state import launch_home
 from launcher.store import NotFound, ObjectStore, StoreError, open_store
 
 RUNNING = RunStatus(RunState.RUNNING)
+WEEK = 7 * 86400.0
+
+
+def gpu_sessions(now: float) -> list[tuple[float, float]]:
+    """``(start, end)`` of every Kaggle GPU session launch pushed from this machine in the last 7
+    days (from the state; a session still running ends ``now``). Sessions of the same account run
+    from elsewhere (the web editor, another machine) are not seen."""
+    from launcher import state as st
+
+    state, out = st.State(), []
+    for job in state.jobs():
+        if job.infra != "kaggle":
+            continue
+        for a in state.attempts(job.id):
+            if a.handle.get("enable_gpu") and a.handle.get("version") is not None:
+                start, end = a.handle.get("pushed_at") or a.started, a.ended or now
+                if end > now - WEEK:
+                    out.append((max(start, now - WEEK), min(end, now)))
+    return out
 
 
 def started_name(attempt: int) -> str:
@@ -70,7 +90,8 @@ class KaggleBackend(Backend):
 
     def __init__(self, infra: str = "kaggle", *, settings: KaggleSettings | None = None,
                  client: KaggleClient | None = None, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep, work_dir: Path | None = None):
+                 sleep: Callable[[float], None] = time.sleep, work_dir: Path | None = None,
+                 sessions: Callable[[float], list[tuple[float, float]]] = gpu_sessions):
         if infra != "kaggle":
             raise InfraError(f"infra {infra!r}: the Kaggle backend takes infra 'kaggle'")
         if client is None and importlib.util.find_spec("kaggle") is None:
@@ -78,20 +99,48 @@ class KaggleBackend(Backend):
         self.settings = settings or KaggleSettings.from_env()
         self.client = client or KaggleClient(self.settings)
         self.clock, self.sleep = clock, sleep
+        self.sessions = sessions
         self.work_dir = work_dir or launch_home() / "kaggle"
         self._stores: dict[str, ObjectStore] = {}
 
     # --- attempt set-up ------------------------------------------------------------------------
     def provision(self, req: ProvisionRequest) -> dict[str, Any]:
         """Nothing to rent: the handle names the kernel and the session's limits. NoCapacityError
-        for accelerators Kaggle does not have (the next ``any_of`` option may do)."""
+        for accelerators Kaggle does not have (the next ``any_of`` option may do), and while the
+        weekly GPU quota has less than ``min_session`` left (the supervisor waits and asks again).
+        A session gets at most what the quota has left, so its deadline comes before Kaggle's."""
         s = self.settings
         shape = machine_shape(req.resources, s)
+        gpu = s.enable_gpu or bool(shape)
+        limit = s.session_limit
+        if gpu and s.weekly_gpu_hours > 0:
+            limit = min(limit, self._quota_left())
         slug = kernel.kernel_slug(req.job_id)
         return {"backend": self.name, "host": f"kaggle:{slug}", "slug": slug, "job_id": req.job_id,
-                "attempt": req.attempt, "num_nodes": req.num_nodes, "machine_shape": shape, "enable_gpu": s.enable_gpu or bool(shape),
-                "session": {"limit_s": s.session_limit, "margin_s": s.margin, "usable_s": s.usable},
+                "attempt": req.attempt, "num_nodes": req.num_nodes, "machine_shape": shape, "enable_gpu": gpu,
+                "session": {"limit_s": limit, "margin_s": s.margin, "usable_s": max(0.0, limit - s.margin)},
                 "price_per_hour": 0.0}
+
+    def _quota_left(self) -> float:
+        """Seconds of the weekly GPU quota left; NoCapacityError below ``min_session``."""
+        now = self.clock()
+        sessions = self.sessions(now)
+        quota = self.settings.weekly_gpu_hours * 3600.0
+        used = sum(end - start for start, end in sessions)
+        left = quota - used
+        if left >= max(self.settings.min_session, self.settings.margin + 60.0):
+            return left
+        # Quota comes back as old sessions leave the 7-day window, oldest first.
+        need, frees_at = max(self.settings.min_session, self.settings.margin + 60.0) - left, now
+        for start, end in sorted(sessions):
+            frees_at = start + WEEK + min(need, end - start)
+            need -= end - start
+            if need <= 0:
+                break
+        when = time.strftime("%a %H:%M UTC", time.gmtime(frees_at))
+        raise NoCapacityError(f"Kaggle weekly GPU quota: {used / 3600:.1f} of {quota / 3600:.0f} h used by "
+                              f"launch's sessions in the last 7 days; enough frees up by {when} "
+                              "(LAUNCH_KAGGLE_WEEKLY_GPU_HOURS)")
 
     def bootstrap(self, handle: dict[str, Any]) -> None:
         """Check the task fits a session and the Kaggle credentials exist; name the kernel
@@ -129,7 +178,7 @@ class KaggleBackend(Backend):
             raise BackendError(f"cannot upload the code bundle: {e}") from None
         unpack, pythonpath, workdir = kernel.layout(handle["bundles"])
         config = kernel.kernel_config(spec, bundles=unpack, pythonpath=pythonpath, workdir=workdir,
-                                      session_limit=self.settings.session_limit, margin=self.settings.margin,
+                                      session_limit=self._limit(handle), margin=self.settings.margin,
                                       control_interval=self.settings.control_interval)
         meta = kernel.kernel_metadata(handle["kernel"], enable_gpu=handle["enable_gpu"],
                                       enable_internet=self.settings.enable_internet,
@@ -137,7 +186,7 @@ class KaggleBackend(Backend):
         folder = kernel.write_kernel(self.work_dir / handle["job_id"] / f"attempt-{handle['attempt']}",
                                      meta, kernel.kernel_source(config))
         handle["store_uri"] = spec.store_uri
-        result = self.client.push(folder, timeout=int(self.settings.session_limit))
+        result = self.client.push(folder, timeout=int(self._limit(handle)))
         handle.update(version=result.version, url=result.url, pushed_at=self.clock())
         handle["host"] = f"kaggle:{handle['kernel']} v{result.version}"
 
@@ -217,6 +266,9 @@ class KaggleBackend(Backend):
         self._control(handle, "cancel")
 
     # --- helpers -------------------------------------------------------------------------------
+    def _limit(self, handle: dict[str, Any]) -> float:
+        return float((handle.get("session") or {}).get("limit_s") or self.settings.session_limit)
+
     def _store(self, uri: str) -> ObjectStore:
         if uri not in self._stores:
             self._stores[uri] = open_store(uri)

@@ -18,6 +18,8 @@ variable                                  meaning                         defaul
 ``LAUNCH_KAGGLE_START_GRACE``             trust a finished status after   60
 ``LAUNCH_KAGGLE_LOG_INTERVAL``            ``launch logs -f`` refresh      5
 ``LAUNCH_KAGGLE_ENDPOINT``                another API server (tests)      api.kaggle.com
+``LAUNCH_KAGGLE_WEEKLY_GPU_HOURS``        GPU quota per 7 days (0: none)  30
+``LAUNCH_KAGGLE_MIN_SESSION``             shortest session worth pushing  1800 (30 min)
 ========================================  ==============================  ==============
 """
 
@@ -55,6 +57,8 @@ class KaggleSettings:
     start_grace: float = 60.0
     log_interval: float = 5.0
     endpoint: str | None = None
+    weekly_gpu_hours: float = 30.0
+    min_session: float = 1800.0
 
     @classmethod
     def from_env(cls) -> KaggleSettings:
@@ -70,6 +74,8 @@ class KaggleSettings:
             start_grace=env_float("LAUNCH_KAGGLE_START_GRACE", d.start_grace),
             log_interval=env_float("LAUNCH_KAGGLE_LOG_INTERVAL", d.log_interval),
             endpoint=(os.environ.get("LAUNCH_KAGGLE_ENDPOINT") or "").rstrip("/") or None,
+            weekly_gpu_hours=env_float("LAUNCH_KAGGLE_WEEKLY_GPU_HOURS", d.weekly_gpu_hours),
+            min_session=env_float("LAUNCH_KAGGLE_MIN_SESSION", d.min_session),
         )
 
     @property

@@ -237,3 +237,56 @@ def test_logs_come_from_the_store_and_follow_until_the_end(tmp_path):
 def test_estimate_of_sessions_and_hours_left(progress, kw, want):
     # One hour of running did a quarter: three hours left, sessions of two usable hours.
     assert estimate_left(progress, run_seconds=3600, usable_s=7200, **kw) == want
+
+
+def quota_backend(tmp_path, sessions, **settings):
+    clock = Clock()
+    clock.now = 100 * 86400.0
+    s = KaggleSettings(**{"session_limit": 12 * 3600.0, "margin": 900.0, **settings})
+    return KaggleBackend(settings=s, client=ScriptedClient(), clock=clock, sleep=clock.sleep,
+                         work_dir=tmp_path / "kaggle", sessions=lambda now: [(now - a, now - b) for a, b in sessions])
+
+
+H = 3600.0
+
+
+def test_a_gpu_session_gets_what_the_weekly_quota_has_left(tmp_path):
+    req = ProvisionRequest("j-1", 3, "kaggle", {"accelerators": "P100:1"})
+    h = quota_backend(tmp_path, [(30 * H, 18 * H), (12 * H, 0)]).provision(req)  # 24 of 30 h used
+    assert h["session"] == {"limit_s": 6 * H, "margin_s": 900.0, "usable_s": 6 * H - 900.0}
+    h = quota_backend(tmp_path, [(100 * H, 90 * H)]).provision(req)  # nothing used in the window
+    assert h["session"]["limit_s"] == 12 * H
+    off = quota_backend(tmp_path, [(30 * H, 0)], weekly_gpu_hours=0).provision(req)  # check turned off
+    assert off["session"]["limit_s"] == 12 * H
+    cpu = quota_backend(tmp_path, [(30 * H, 0)], enable_gpu=False).provision(ProvisionRequest("j-1", 3, "kaggle", {}))
+    assert not cpu["enable_gpu"] and cpu["session"]["limit_s"] == 12 * H
+
+
+def test_an_exhausted_quota_is_a_capacity_wait_that_says_when_it_frees(tmp_path):
+    # 29.8 h used: 12 h ending 6 days ago (it leaves the window from 12 h from now), then 17.8 h.
+    b = quota_backend(tmp_path, [(6 * 24 * H + 12 * H, 6 * 24 * H), (17.8 * H, 0)])
+    with pytest.raises(NoCapacityError, match=r"29\.8 of 30 h used.*by Sat") as e:
+        b.provision(ProvisionRequest("j-1", 2, "kaggle", {"accelerators": "T4:2"}))
+    assert "LAUNCH_KAGGLE_WEEKLY_GPU_HOURS" in str(e.value)
+
+
+def test_sessions_are_counted_from_the_state_over_the_last_seven_days(tmp_path):
+    from launcher import state as st
+    from launcher.backends.kaggle.backend import gpu_sessions
+
+    state = st.State()
+    now = 100 * 86400.0
+    kaggle = state.create_job(name="k", task_path=None, task_yaml="run: x", infra="kaggle", store_uri="", options={})
+    other = state.create_job(name="o", task_path=None, task_yaml="run: x", infra="local", store_uri="", options={})
+    for job, handle, start, end in [
+        (kaggle, {"enable_gpu": True, "version": 1, "pushed_at": now - 8 * 86400}, now - 8 * 86400, now - 6.5 * 86400),
+        (kaggle, {"enable_gpu": True, "version": 2, "pushed_at": now - 5 * H}, now - 5 * H, now - 2 * H),
+        (kaggle, {"enable_gpu": True}, now - H, now - H),  # never pushed: no session
+        (kaggle, {"enable_gpu": False, "version": 3}, now - H, None),  # CPU
+        (kaggle, {"enable_gpu": True, "version": 4, "pushed_at": now - H}, now - H, None),  # running
+        (other, {"enable_gpu": True, "version": 1}, now - H, now),
+    ]:
+        a = state.add_attempt(job.id, handle=handle, started=start)
+        if end is not None:
+            state.set_attempt(job.id, a.n, ended=end)
+    assert gpu_sessions(now) == [(now - 7 * 86400, now - 6.5 * 86400), (now - 5 * H, now - 2 * H), (now - H, now)]
