@@ -16,6 +16,11 @@ from launcher.errors import InfraError
 from launcher.task import LOCAL_INFRAS, Task
 
 
+# Machines SkyPilot does not rent: no catalog price, and asking their feasibility means a round
+# trip to the cluster.
+UNPRICED_CLOUDS = ("slurm", "kubernetes", "ssh")
+
+
 @dataclass(frozen=True)
 class Candidate:
     cloud: str
@@ -89,6 +94,8 @@ def hourly_price(option: dict[str, Any], cloud: str, region: str | None, spot: b
     """$/h of one node of ``option`` where SkyPilot put it (``cloud``, ``region``): the cheapest
     instance type that fits there, as SkyPilot's optimizer picks it. None when the catalog has no
     price (Slurm, Kubernetes, an unknown cloud) or cannot be read."""
+    if cloud.lower() in UNPRICED_CLOUDS:
+        return None
     import sky
     from sky import clouds as sky_clouds
 
