@@ -5,6 +5,7 @@ over a test sshd, and `launch up --infra slurm/<cluster>` running the quickstart
 * A managed job (declared ``job_recovery``) loses its Slurm allocation to ``scancel`` mid-run;
   SkyPilot relaunches it by itself (our supervisor sees one RUNNING attempt throughout) and the
   trainer resumes from the store (a ``file://`` store, shared by the "nodes" of this machine).
+* ``launch down`` on a running managed job cancels it in SkyPilot and frees the Slurm allocation.
 
 What the fixture sets up, all under a temporary folder and on free ports: munged, slurmctld and
 slurmd (Debian's ``slurm-wlm``/``munge``, run in the foreground, not as services), an sshd for
@@ -16,6 +17,8 @@ port. Facts of this machine it works around:
   ``~root/.bash_profile`` (restored afterwards) adds a folder holding ``python3.10`` (SkyPilot's
   runtime wants it) and a ``curl`` shim that serves uv's installer from a local ``uv`` binary.
 * Its Slurm set-up writes into ``~root`` (``.ssh``, ``.sky_ssh_rc``, ``.bashrc``): all restored.
+* Root's login shells run ``pyenv rehash``; the sshd sets ``PYENV_REHASH_TIMEOUT=1`` and a stale
+  rehash lock is removed first, so a lock left by a killed shell cannot stall every ssh command.
 * Offline, its jobs controller skips every status check, as its network probe (HTTPS to
   8.8.8.8/1.1.1.1) fails here: a ``sitecustomize`` on the API server's PYTHONPATH points the
   probe at a local HTTP server.
@@ -234,7 +237,7 @@ class SlurmLab:
             UsePAM no
             StrictModes no
             Subsystem sftp /usr/lib/openssh/sftp-server
-            SetEnv SLURM_CONF={self.conf} SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+            SetEnv SLURM_CONF={self.conf} SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt PYENV_REHASH_TIMEOUT=1
             """))
         Path("/run/sshd").mkdir(exist_ok=True)
         self._spawn(["/usr/sbin/sshd", "-D", "-f", str(d / "sshd_config"), "-E", str(self.root / "log/sshd.log")],
@@ -304,11 +307,25 @@ class SlurmLab:
                 _kill(p.pid, signal.SIGKILL)
                 p.wait()
         # What SkyPilot leaves in /tmp: its ControlMaster folder, the runtime folders of our
-        # clusters (named after our jobs), empty ssh logs.
+        # clusters (named after our jobs), the run scripts of our jobs on the "node" (sky_app_*,
+        # never deleted by SkyPilot), the temp folders of its processes ended above (sky-tmp*),
+        # empty ssh logs.
         shutil.rmtree(f"/tmp/sky_ssh_{user_hash}", ignore_errors=True)
         for run_id in self._run_ids():
             for d in glob.glob(f"/tmp/{run_id}-a*-{user_hash}"):
                 shutil.rmtree(d, ignore_errors=True)
+        for script in glob.glob("/tmp/sky_app_*"):
+            try:
+                if os.stat(script).st_mtime >= self.started and str(self.root).encode() in Path(script).read_bytes():
+                    os.unlink(script)
+            except OSError:
+                pass
+        for folder in glob.glob("/tmp/sky-tmp*"):
+            try:
+                if os.stat(folder).st_mtime >= self.started:
+                    shutil.rmtree(folder)
+            except OSError:
+                pass
         for log in glob.glob("/tmp/sky_ssh_*.log"):
             st = os.stat(log)
             if st.st_size == 0 and st.st_mtime >= self.started:
@@ -329,6 +346,18 @@ class SlurmLab:
             return []
         with sqlite3.connect(db) as c:
             return [r[0] for r in c.execute("SELECT run_id FROM jobs")]
+
+
+def clear_stale_pyenv_lock(older_than: float = 60.0) -> None:
+    """Root's login shells run ``pyenv rehash`` (from ~/.bashrc). A shell killed mid-rehash (an
+    earlier test that made a host vanish) leaves its lock, and every later login waits for it:
+    60 s per SkyPilot ssh command. A rehash takes well under a second, so an old lock is stale."""
+    lock = Path(os.environ.get("PYENV_ROOT", os.path.expanduser("~root/.pyenv"))) / "shims/.pyenv-shim"
+    try:
+        if time.time() - lock.stat().st_mtime > older_than:
+            lock.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def _pids() -> list[int]:
@@ -360,6 +389,7 @@ def _kill(pid: int, sig: int) -> None:
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
     _need()
+    clear_stale_pyenv_lock()
     root = tmp_path_factory.mktemp("slurm")
     python310, uv = _python310(), _uv(root / "uvdl")
     saved = RootHome()
@@ -428,8 +458,36 @@ def test_managed_job_survives_scancel_and_resumes_from_the_store(slurm):
     assert len(doc["attempts"]) == 1  # SkyPilot recovered it, not our supervisor
     log = (prefix / "logs/attempt-1.log").read_text()
     assert "resumed from" in log and "[quickstart] done: 300 steps" in log, log[-2000:]
+    logs = slurm.launch("logs", job, timeout=300)  # SkyPilot's log of the managed job
+    assert logs.returncode == 0 and "[quickstart] done: 300 steps" in logs.stdout, logs.stdout[-2000:]
     # SkyPilot's own count of recoveries of that managed job.
     queue = slurm.run([sys.executable, "-c", "import json, sky; r = sky.get(sky.jobs.queue_v2(refresh=False))[0];"
                        " print(json.dumps({x['job_name']: x['recovery_count'] for x in r}))"], timeout=300)
     counts = json.loads(queue.stdout.strip().splitlines()[-1])
     assert [n for name, n in counts.items() if name.startswith(task.stem)] == [1], counts
+
+
+@pytest.mark.timeout(1200)
+def test_launch_down_cancels_a_running_managed_job_and_frees_the_allocation(slurm):
+    task = quickstart_task(slurm, "qsd", managed=True)
+    up = slurm.launch("up", str(task), "--infra", f"slurm/{CLUSTER}", "--env", "EPOCHS=50", "-d", timeout=300)
+    assert up.returncode == 0, up.stderr
+    job = up.stderr.split("Job ", 1)[1].split()[0]
+    prefix = Path(job_doc(slurm, job)["store"][len("file://"):])
+    deadline = time.monotonic() + 600
+    while not list((prefix / "ckpt").glob("step-*")):  # it really runs
+        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+        time.sleep(2)
+    down = slurm.launch("down", job, timeout=300)
+    assert down.returncode == 0 and "CANCELLED" in down.stderr, down.stderr
+    doc = job_doc(slurm, job)
+    assert doc["state"] == "CANCELLED" and doc["attempts"][-1]["state"] == "CANCELLED"
+    # SkyPilot cancelled the managed job and tore its cluster down: nothing holds the node.
+    deadline = time.monotonic() + 180
+    while slurm.run(["squeue", "-h"]).stdout.strip():
+        assert time.monotonic() < deadline, slurm.run(["squeue"]).stdout
+        time.sleep(2)
+    queue = slurm.run([sys.executable, "-c", "import json, sky; r = sky.get(sky.jobs.queue_v2(refresh=False))[0];"
+                       " print(json.dumps({x['job_name']: getattr(x['status'], 'value', str(x['status'])) for x in r}))"], timeout=300)
+    statuses = json.loads(queue.stdout.strip().splitlines()[-1])
+    assert [s for name, s in statuses.items() if name.startswith(task.stem)] == ["CANCELLED"], statuses

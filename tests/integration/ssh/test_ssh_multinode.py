@@ -41,7 +41,8 @@ def free_port() -> int:
 
 def reference_digest(tmp_path: Path) -> str:
     """The same two ranks on this machine, never interrupted."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "LAUNCH_CHECKPOINT_DIR": str(tmp_path / "ref-ckpt"),
+    (tmp_path / "ref-tmp").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path / "ref-tmp"), "LAUNCH_CHECKPOINT_DIR": str(tmp_path / "ref-ckpt"),
            "LAUNCH_OUTPUT_DIR": str(tmp_path / "ref-out")}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                     str(TOY), *ARGS.replace("0.25", "0").split()], env=env, check=True, capture_output=True,
@@ -61,11 +62,14 @@ def test_torchrun_on_two_hosts_resumes_after_a_kill_bit_identical(ssh_lab, s3_se
     work = tmp_path / "work"
     work.mkdir()
     shutil.copy(TOY, work / TOY.name)
+    (tmp_path / "node-tmp").mkdir()  # torchrun's rendezvous folders; a killed one leaves its own
     task = tmp_path / "ddp.yaml"
     task.write_text(f"""\
 name: ddp
 num_nodes: 2
 workdir: {work}
+envs:
+  TMPDIR: {tmp_path / "node-tmp"}
 run: |
   python -m torch.distributed.run --nnodes "$SKYPILOT_NUM_NODES" --node_rank "$SKYPILOT_NODE_RANK" \\
     --nproc_per_node 1 --master_addr "$(echo "$SKYPILOT_NODE_IPS" | head -n1)" \\
