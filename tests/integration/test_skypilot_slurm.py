@@ -414,6 +414,30 @@ def quickstart_task(lab: SlurmLab, name: str, managed: bool) -> Path:
     return path
 
 
+def submit_managed(lab: SlurmLab, name: str, epochs: int) -> tuple[Path, str, Path]:
+    """``launch up -d`` of a managed quickstart job, once it has a checkpoint in the store:
+    ``(task file, job id, the job's store prefix)``."""
+    task = quickstart_task(lab, name, managed=True)
+    up = lab.launch("up", str(task), "--infra", f"slurm/{CLUSTER}", "--env", f"EPOCHS={epochs}", "-d", timeout=300)
+    assert up.returncode == 0, up.stderr
+    job = up.stderr.split("Job ", 1)[1].split()[0]
+    prefix = Path(job_doc(lab, job)["store"][len("file://"):])
+    deadline = time.monotonic() + 600
+    while not list((prefix / "ckpt").glob("step-*")):
+        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+        time.sleep(2)
+    return task, job, prefix
+
+
+def managed_jobs(lab: SlurmLab, task: Path, field: str) -> list:
+    """``field`` of SkyPilot's managed jobs made from ``task``, from its own queue."""
+    code = ("import json, sky; r = sky.get(sky.jobs.queue_v2(refresh=False))[0]; print(json.dumps("
+            f"[[x['job_name'], getattr(x[{field!r}], 'value', x[{field!r}])] for x in r]))")
+    queue = lab.run([sys.executable, "-c", code], timeout=300)
+    rows = json.loads(queue.stdout.strip().splitlines()[-1])
+    return [value for name, value in rows if name.startswith(task.stem)]
+
+
 def job_doc(lab: SlurmLab, job: str) -> dict:
     out = lab.launch("status", job, "--json", timeout=120)
     assert out.returncode == 0, out.stderr
@@ -440,15 +464,8 @@ def test_quickstart_runs_to_succeeded_on_slurm_and_logs_show_it(slurm):
 
 @pytest.mark.timeout(1800)
 def test_managed_job_survives_scancel_and_resumes_from_the_store(slurm):
-    task = quickstart_task(slurm, "qsm", managed=True)
-    up = slurm.launch("up", str(task), "--infra", f"slurm/{CLUSTER}", "--env", "EPOCHS=3", "-d", timeout=300)
-    assert up.returncode == 0, up.stderr
-    job = up.stderr.split("Job ", 1)[1].split()[0]
-    prefix = Path(job_doc(slurm, job)["store"][len("file://"):])
+    task, job, prefix = submit_managed(slurm, "qsm", epochs=3)  # with a checkpoint to resume from
     deadline = time.monotonic() + 600
-    while not list((prefix / "ckpt").glob("step-*")):  # a checkpoint to resume from
-        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
-        time.sleep(2)
     (slurm_job,) = slurm.run(["squeue", "-h", "-o", "%i"]).stdout.split()
     assert slurm.run(["scancel", slurm_job]).returncode == 0  # the allocation vanishes
     while (doc := job_doc(slurm, job))["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
@@ -456,28 +473,17 @@ def test_managed_job_survives_scancel_and_resumes_from_the_store(slurm):
         time.sleep(5)
     assert doc["state"] == "SUCCEEDED", doc
     assert len(doc["attempts"]) == 1  # SkyPilot recovered it, not our supervisor
+    assert doc["attempts"][0]["provider_recoveries"] == 1  # and `launch status` says so
     log = (prefix / "logs/attempt-1.log").read_text()
     assert "resumed from" in log and "[quickstart] done: 300 steps" in log, log[-2000:]
     logs = slurm.launch("logs", job, timeout=300)  # SkyPilot's log of the managed job
     assert logs.returncode == 0 and "[quickstart] done: 300 steps" in logs.stdout, logs.stdout[-2000:]
-    # SkyPilot's own count of recoveries of that managed job.
-    queue = slurm.run([sys.executable, "-c", "import json, sky; r = sky.get(sky.jobs.queue_v2(refresh=False))[0];"
-                       " print(json.dumps({x['job_name']: x['recovery_count'] for x in r}))"], timeout=300)
-    counts = json.loads(queue.stdout.strip().splitlines()[-1])
-    assert [n for name, n in counts.items() if name.startswith(task.stem)] == [1], counts
+    assert managed_jobs(slurm, task, "recovery_count") == [1]  # SkyPilot's own count of recoveries
 
 
 @pytest.mark.timeout(1200)
 def test_launch_down_cancels_a_running_managed_job_and_frees_the_allocation(slurm):
-    task = quickstart_task(slurm, "qsd", managed=True)
-    up = slurm.launch("up", str(task), "--infra", f"slurm/{CLUSTER}", "--env", "EPOCHS=50", "-d", timeout=300)
-    assert up.returncode == 0, up.stderr
-    job = up.stderr.split("Job ", 1)[1].split()[0]
-    prefix = Path(job_doc(slurm, job)["store"][len("file://"):])
-    deadline = time.monotonic() + 600
-    while not list((prefix / "ckpt").glob("step-*")):  # it really runs
-        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
-        time.sleep(2)
+    task, job, _ = submit_managed(slurm, "qsd", epochs=50)  # it really runs
     down = slurm.launch("down", job, timeout=300)
     assert down.returncode == 0 and "CANCELLED" in down.stderr, down.stderr
     doc = job_doc(slurm, job)
@@ -487,7 +493,4 @@ def test_launch_down_cancels_a_running_managed_job_and_frees_the_allocation(slur
     while slurm.run(["squeue", "-h"]).stdout.strip():
         assert time.monotonic() < deadline, slurm.run(["squeue"]).stdout
         time.sleep(2)
-    queue = slurm.run([sys.executable, "-c", "import json, sky; r = sky.get(sky.jobs.queue_v2(refresh=False))[0];"
-                       " print(json.dumps({x['job_name']: getattr(x['status'], 'value', str(x['status'])) for x in r}))"], timeout=300)
-    statuses = json.loads(queue.stdout.strip().splitlines()[-1])
-    assert [s for name, s in statuses.items() if name.startswith(task.stem)] == ["CANCELLED"], statuses
+    assert managed_jobs(slurm, task, "status") == ["CANCELLED"]
