@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-CHAOS  ?= term@20s,kill@40s
+CHAOS  ?= term@30%,kill@60%
 
 .PHONY: quickstart test install system-deps bench clean
 

@@ -20,12 +20,15 @@ Examples:
   launch up tasks/quickstart.yaml                      # run here, follow the logs
   launch up tasks/quickstart.yaml --chaos term@20s,kill@45s
                                                        # fire drill: preempt it twice
+  launch up tasks/quickstart.yaml --chaos term@30%,kill@60%
+                                                       # the same, at 30% and 60% of the steps
   launch up tasks/imagenet.yaml --infra ssh/lab -d     # on an SSH pool, detached
   launch up tasks/quickstart.yaml --env EPOCHS=2 --name qs-short
 \b
 --chaos SPEC is a comma list of KIND@TIME. KIND is 'term' (a preemption notice: SIGTERM, the
 trainer saves and exits) or 'kill' (the machine vanishes: SIGKILL, no notice). TIME counts the
-job's running time across attempts (20s, 1.5m, 500ms). Each drill fires once.
+job's running time across attempts (20s, 1.5m, 500ms), or is a share of its steps (30%), read
+from the metrics the trainer writes. Each drill fires once.
 """
 
 
@@ -72,7 +75,7 @@ def cli(ctx, debug):
 @click.option("--infra", help="Where to run: local, ssh/<pool>, vast, kaggle, or a SkyPilot infra "
               "(aws, gcp, k8s, slurm/<cluster>...). Overrides LAUNCH_INFRA and resources.infra.")
 @click.option("-d", "--detach", is_flag=True, help="Return once the job is submitted.")
-@click.option("--chaos", "chaos_spec", metavar="SPEC", help="Fire drills, e.g. term@20s,kill@45s.")
+@click.option("--chaos", "chaos_spec", metavar="SPEC", help="Fire drills, e.g. term@20s,kill@45s or term@30%,kill@60%.")
 @click.option("--name", help="Job name (default: the task's name).")
 @click.option("--env", "envs", multiple=True, metavar="KEY=VALUE",
               help="Override one of the task's envs (repeatable). KEY alone takes your environment's value.")

@@ -20,6 +20,7 @@ from launcher import chaos, state as st
 from launcher.backends import get_backend
 from launcher.backends.base import (Backend, BackendError, HostLostError, NoCapacityError,
                                     ProvisionRequest, RunSpec, RunState, RunStatus)
+from launcher.progress import fraction_done
 from launcher.recovery import Action, Event, History, Outcome, Policy, decide
 from launcher.task import Task, parse_task
 
@@ -252,7 +253,7 @@ class Supervisor:
     def _fire_due_drill(self, n: int, handle: dict) -> str:
         job = self.state.job(self.job_id)
         fired = int(job.options.get("chaos_fired", 0))
-        if fired >= len(self.drills) or self._running_time() < self.drills[fired].at:
+        if fired >= len(self.drills) or not self._drill_due(self.drills[fired], job):
             return ""
         drill = self.drills[fired]
         self.state.set_job(self.job_id, options={**job.options, "chaos_fired": fired + 1})
@@ -264,10 +265,18 @@ class Supervisor:
             return ""
         return str(drill)
 
-    def _update_progress(self, force: bool = False) -> None:
-        """The last line of metrics.jsonl in the store, for `launch status`."""
+    def _drill_due(self, drill: chaos.Drill, job: st.Job) -> bool:
+        if not drill.progress:
+            return self._running_time() >= drill.at
+        self._update_progress(every=self.poll_interval)  # fresher than for `launch status`
+        done = fraction_done(self.state.job(self.job_id).progress or {})
+        return done is not None and done >= drill.at
+
+    def _update_progress(self, force: bool = False, every: float | None = None) -> None:
+        """The last line of metrics.jsonl in the store, for `launch status` (and drills at a
+        share of the training), at most once ``every`` seconds (``progress_interval``)."""
         now = self.clock()
-        if not force and now - self._last_progress < self.progress_interval:
+        if not force and now - self._last_progress < (self.progress_interval if every is None else every):
             return
         self._last_progress = now
         job = self.state.job(self.job_id)

@@ -19,3 +19,16 @@ def test_bad_drill_is_named(spec):
 
 def test_empty():
     assert parse_chaos(None) == [] and parse_chaos("") == []
+
+
+def test_drills_at_a_share_of_the_training():
+    drills = parse_chaos("kill@60%,term@30%")
+    assert drills == [Drill("term", 0.3, progress=True), Drill("kill", 0.6, progress=True)]
+    assert format_chaos(drills) == "term@30%,kill@60%"
+
+
+@pytest.mark.parametrize("spec, match", [("term@0%", "between 0% and 100%"), ("kill@100%", "between"),
+                                         ("term@20s,kill@50%", "not both")])
+def test_shares_are_checked(spec, match):
+    with pytest.raises(TaskError, match=match):
+        parse_chaos(spec)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from launcher import state as st
@@ -117,3 +119,41 @@ def test_cost_is_recorded_per_attempt():
     sup.run()
     costs = [a.cost() for a in state.attempts(job.id)]
     assert all(c > 0.9 for c in costs)  # about an hour each at $1/h
+
+
+class Progressing(FakeBackend):
+    """A run that writes a metrics line per poll into the job's store: one step per poll, kept
+    across attempts (as a resumed trainer does)."""
+
+    def __init__(self, store, total, **kw):
+        super().__init__(**kw)
+        self.store, self.total, self.step = store, total, 0
+
+    def poll(self, handle):
+        status = super().poll(handle)
+        if not status.done:
+            self.step += 1
+            self.store.put_bytes("metrics.jsonl", json.dumps({"step": self.step, "total_steps": self.total}).encode())
+        return status
+
+    def signal(self, handle, kind):
+        super().signal(handle, kind)
+        self.signals[-1] = (kind, self.step)
+
+
+def test_fire_drills_at_a_share_of_the_training(tmp_path):
+    from launcher.store import open_store
+
+    state = st.State()
+    job = state.create_job(name="t", task_path=None, task_yaml=TASK.format(errors=0, extra=""), infra="fake",
+                           store_uri=f"file://{tmp_path}/store", options={"chaos": "term@30%,kill@60%"})
+    clock = FakeClock()
+    backend = Progressing(open_store(state.job(job.id).store_uri), total=100, script=["succeeded"] * 3, polls_per_run=200)
+    sup = Supervisor(state, job.id, backend_for=lambda infra: backend, clock=clock.time, sleep=clock.sleep,
+                     poll_interval=1.0)
+    assert sup.run() == st.SUCCEEDED
+    # Each fired once the progress in the store had reached its share, at the next poll.
+    (term, at_term), (kill, at_kill) = backend.signals
+    assert (term, kill) == ("term", "kill") and 30 <= at_term <= 31 and 60 <= at_kill <= 61
+    fired = [e["message"] for e in state.events(job.id) if e["kind"] == "chaos"]
+    assert fired == ["fire drill term@30% on attempt 1", "fire drill kill@60% on attempt 2"]
