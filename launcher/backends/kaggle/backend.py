@@ -128,10 +128,11 @@ class KaggleBackend(Backend):
         quota = self.settings.weekly_gpu_hours * 3600.0
         used = sum(end - start for start, end in sessions)
         left = quota - used
-        if left >= max(self.settings.min_session, self.settings.margin + 60.0):
+        shortest = max(self.settings.min_session, self.settings.margin + 60.0)  # worth pushing
+        if left >= shortest:
             return left
         # Quota comes back as old sessions leave the 7-day window, oldest first.
-        need, frees_at = max(self.settings.min_session, self.settings.margin + 60.0) - left, now
+        need, frees_at = shortest - left, now
         for start, end in sorted(sessions):
             frees_at = start + WEEK + min(need, end - start)
             need -= end - start
