@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -108,6 +109,46 @@ class FakeBackend(Backend):
     def terminate(self, handle: dict[str, Any]) -> None:
         self.calls.append(("terminate", handle.get("host")))
         self.live.discard(handle.get("host", ""))
+
+
+# --- test helpers kept next to the tests -------------------------------------------------------
+
+def load_by_path(path: str | os.PathLike, name: str | None = None) -> Any:
+    """Import the Python file at ``path`` as module ``name`` (its stem by default), once: tests/
+    has no packages, so its helper modules (HTTP fakes, fixtures) are loaded by their path."""
+    name = name or Path(path).stem
+    if name not in sys.modules:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+# --- the reference run -------------------------------------------------------------------------
+
+def run_uninterrupted(argv: list[str], workdir: Path, *, env: dict[str, str] | None = None,
+                      cwd: Path | None = None, timeout: float = 600.0) -> tuple[Path, str]:
+    """Run a contract-following trainer once, never interrupted, with its checkpoints in
+    ``workdir/ckpt`` and its outputs in ``workdir/out``: the reference a resumed run must equal.
+    ``env`` adds variables; a deadline from the caller's environment is dropped. Returns the
+    checkpoint folder and the run's stdout."""
+    ckpt = Path(workdir) / "ckpt"
+    run_env = {k: v for k, v in os.environ.items() if k != contract.ENV_DEADLINE}
+    run_env.update({contract.ENV_CHECKPOINT_DIR: str(ckpt), contract.ENV_OUTPUT_DIR: str(Path(workdir) / "out"),
+                    **(env or {})})
+    out = subprocess.run(argv, env=run_env, cwd=cwd or Path(workdir).parent, check=True, capture_output=True,
+                         text=True, timeout=timeout).stdout
+    return ckpt, out
+
+
+def toy_digest(steps: int, workdir: Path) -> str:
+    """The toy trainer's final digest after ``steps`` uninterrupted steps."""
+    _, out = run_uninterrupted([sys.executable, "-m", "launcher.testing", "toy", "--steps", str(steps),
+                                "--step-time", "0"], workdir)
+    return out.split("final digest")[-1].split()[0]
 
 
 # --- the toy trainer ---------------------------------------------------------------------------

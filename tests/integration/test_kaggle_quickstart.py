@@ -5,7 +5,6 @@ uninterrupted run's, tensor for tensor."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -18,6 +17,7 @@ import pytest
 import torch
 
 from launcher import contract
+from launcher.testing import load_by_path, run_uninterrupted
 from trainers.common.testing import assert_states_equal
 
 pytestmark = pytest.mark.integration
@@ -30,16 +30,7 @@ FLAGS = ("--epochs 2 --num-samples 800 --batch-size 64 --width 8 --image-size 16
          "--no-plot --log-every 10")
 
 
-def _load(name: str):
-    if name not in sys.modules:  # tests/ has no packages: load the helper by its path
-        spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-fake_kaggle = _load("fake_kaggle")
+fake_kaggle = load_by_path(HERE / "fake_kaggle.py")
 
 
 def launch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -50,12 +41,9 @@ def launch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 
 def uninterrupted_state(tmp_path: Path) -> dict:
-    env = {**os.environ, contract.ENV_CHECKPOINT_DIR: str(tmp_path / "ref-ckpt"),
-           contract.ENV_OUTPUT_DIR: str(tmp_path / "ref-out")}
-    env.pop(contract.ENV_DEADLINE, None)
-    subprocess.run([sys.executable, "-m", "trainers.quickstart", *FLAGS.split()], env=env, cwd=REPO,
-                   check=True, capture_output=True, timeout=300)
-    _, path, _ = contract.latest_checkpoint(tmp_path / "ref-ckpt")
+    ckpt, _ = run_uninterrupted([sys.executable, "-m", "trainers.quickstart", *FLAGS.split()], tmp_path / "ref",
+                                cwd=REPO, timeout=300)
+    _, path, _ = contract.latest_checkpoint(ckpt)
     return torch.load(path / "state.pt", map_location="cpu", weights_only=True)
 
 

@@ -13,7 +13,6 @@ it at a limit of a few seconds; checkpoints go through a real S3 server (Seaweed
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -25,21 +24,13 @@ from pathlib import Path
 import pytest
 
 from launcher import contract
+from launcher.testing import load_by_path, toy_digest
 
 pytestmark = pytest.mark.integration
 HERE = Path(__file__).resolve().parent
 
 
-def _load_fake():
-    if "fake_kaggle" not in sys.modules:  # tests/ has no packages: load the helper by its path
-        spec = importlib.util.spec_from_file_location("fake_kaggle", HERE / "fake_kaggle.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["fake_kaggle"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["fake_kaggle"]
-
-
-fake_kaggle = _load_fake()
+fake_kaggle = load_by_path(HERE / "fake_kaggle.py")
 
 LIMIT, MARGIN = 12, 4  # seconds: the run stops 8 s into a session
 
@@ -120,15 +111,6 @@ run: |
     return task
 
 
-def uninterrupted_digest(tmp_path: Path, steps: int) -> str:
-    env = {**os.environ, contract.ENV_CHECKPOINT_DIR: str(tmp_path / "ref-ckpt"),
-           contract.ENV_OUTPUT_DIR: str(tmp_path / "ref-out")}
-    subprocess.run([sys.executable, "-m", "launcher.testing", "toy", "--steps", str(steps), "--step-time", "0"],
-                   env=env, check=True, capture_output=True)
-    _, path, _ = contract.latest_checkpoint(tmp_path / "ref-ckpt")
-    return json.loads((path / "state.json").read_text())["digest"]
-
-
 def store_objects(s3_server, bucket: str) -> dict[str, bytes]:
     client = s3_server.client()
     keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
@@ -183,7 +165,7 @@ def test_toy_job_completes_across_three_sessions(tmp_path, s3_server):
         assert any(k.startswith(prefix + "code/workdir-") for k in objects)
         assert any(k.startswith(prefix + "code/launcher-") for k in objects)
         final = max(k for k in objects if k.startswith(prefix + "ckpt/") and k.endswith("/state.json"))
-        assert json.loads(objects[final]) == {"step": steps, "digest": uninterrupted_digest(tmp_path, steps)}
+        assert json.loads(objects[final]) == {"step": steps, "digest": toy_digest(steps, tmp_path / "ref")}
 
         # No credential anywhere it could leak.
         creds = {"S3 secret key": s3_server.secret_key, "Kaggle key": kaggle.key}

@@ -19,7 +19,6 @@ from launcher.checkpoints import (
     sync_file_up,
     upload_checkpoint,
 )
-from launcher.store import open_store
 
 BUCKET = "ckpt-bucket"  # created by the `aws` fixture (conftest.py)
 

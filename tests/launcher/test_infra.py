@@ -106,7 +106,7 @@ def test_object_actions_are_allowed_under_the_job_prefix_only(policy, action):
     assert not allowed(policy, action, OBJ + "runs/job-2/ckpt/step-00000100/model.pt")
     assert not allowed(policy, action, OBJ + "runs/job-10/metrics.jsonl")  # a sibling prefix
     assert not allowed(policy, action, OBJ + "runs/job-1")  # the prefix itself is not below it
-    assert not allowed(policy, action, f"arn:aws:s3:::other-bucket/runs/job-1/x")
+    assert not allowed(policy, action, "arn:aws:s3:::other-bucket/runs/job-1/x")
 
 
 def test_listing_is_allowed_for_the_job_prefix_only(policy):

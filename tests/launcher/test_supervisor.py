@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from launcher import state as st
 from launcher.supervisor import Supervisor
 from launcher.testing import FakeBackend, FakeClock
@@ -105,7 +103,7 @@ def test_restarted_supervisor_reattaches_to_running_attempt():
     state = st.State()
     job, sup, backend, clock = make(state, ["succeeded"], polls=3)
     # A first supervisor started the attempt and died while it ran.
-    handle = sup._start(state.add_attempt(job.id, handle={"option": 0}).n, 0)
+    sup._start(state.add_attempt(job.id, handle={"option": 0}).n, 0)
     assert state.attempts(job.id)[0].state == "RUNNING"
     sup2 = Supervisor(state, job.id, backend_for=lambda infra: backend, clock=clock.time, sleep=clock.sleep)
     assert sup2.run() == st.SUCCEEDED

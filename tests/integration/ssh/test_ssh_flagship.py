@@ -8,8 +8,6 @@ final checkpoint (model, optimizer, scheduler, RNG states, sampler) is compared 
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,7 +18,7 @@ import torch
 from launcher import contract, state as st
 from launcher.checkpoints import download_latest
 from launcher.store import open_store
-from launcher.testing import wait_for
+from launcher.testing import run_uninterrupted, wait_for
 from trainers.common.testing import final_tensors
 
 pytestmark = pytest.mark.integration
@@ -30,11 +28,8 @@ EPOCHS = "1"  # 100 steps, a checkpoint every 25: the kill lands mid-epoch
 
 
 def uninterrupted(tmp_path: Path) -> Path:
-    ckpt = tmp_path / "clean-ckpt"
-    env = {**os.environ, "LAUNCH_CHECKPOINT_DIR": str(ckpt), "LAUNCH_OUTPUT_DIR": str(tmp_path / "clean-out")}
-    subprocess.run([sys.executable, "-m", "trainers.quickstart", "--epochs", EPOCHS, "--seed", "0", "--no-plot"],
-                   env=env, cwd=tmp_path, check=True, capture_output=True, timeout=600)
-    return ckpt
+    argv = [sys.executable, "-m", "trainers.quickstart", "--epochs", EPOCHS, "--seed", "0", "--no-plot"]
+    return run_uninterrupted(argv, tmp_path / "clean")[0]
 
 
 def test_quickstart_resumes_on_the_other_host_bit_identical(ssh_lab, s3_server, monkeypatch, launch_cli, tmp_path):

@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import pytest
 from launcher import checkpoints
 from launcher import state as st
 from launcher.store import open_store
-from launcher.testing import wait_for
+from launcher.testing import run_uninterrupted, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,12 +41,10 @@ def free_port() -> int:
 def reference_digest(tmp_path: Path) -> str:
     """The same two ranks on this machine, never interrupted."""
     (tmp_path / "ref-tmp").mkdir()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path / "ref-tmp"), "LAUNCH_CHECKPOINT_DIR": str(tmp_path / "ref-ckpt"),
-           "LAUNCH_OUTPUT_DIR": str(tmp_path / "ref-out")}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                    str(TOY), *ARGS.replace("0.25", "0").split()], env=env, check=True, capture_output=True,
-                   timeout=300)
-    digests = json.loads((tmp_path / "ref-out/result.json").read_text())["digests"]
+    run_uninterrupted([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                       str(TOY), *ARGS.replace("0.25", "0").split()], tmp_path / "ref",
+                      env={"PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path / "ref-tmp")}, timeout=300)
+    digests = json.loads((tmp_path / "ref/out/result.json").read_text())["digests"]
     assert len(set(digests)) == 1
     return digests[0]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from launcher import state as st
 from launcher.backends.ssh.leases import Leases
 from launcher.store import NotFound, open_store
-from launcher.testing import wait_for
+from launcher.testing import toy_digest, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -29,14 +28,6 @@ def toy_task(tmp_path, name="toy", extra=""):
     p = tmp_path / f"{name}.yaml"
     p.write_text(f"name: {name}\n{extra}run: {TOY}\n")
     return p
-
-
-def uninterrupted_digest(tmp_path) -> str:
-    env = {**os.environ, "LAUNCH_CHECKPOINT_DIR": str(tmp_path / "clean-ckpt"),
-           "LAUNCH_OUTPUT_DIR": str(tmp_path / "clean-out")}
-    out = subprocess.run([sys.executable, "-m", "launcher.testing", "toy", "--steps", str(STEPS),
-                          "--step-time", "0"], env=env, capture_output=True, text=True, check=True).stdout
-    return out.split("final digest")[-1].split()[0]
 
 
 def run_log(host, run_id: str, attempt: int = 1) -> str:
@@ -101,7 +92,7 @@ def test_killed_host_is_detected_fast_and_the_job_resumes_on_the_other(duo, laun
     logs = launch_cli("logs", str(job)).stdout  # host-a is gone: attempt 1 comes from the store
     first_part = logs.split("===== attempt 2")[0]
     assert "===== attempt 1 on host-a" in first_part and "step 12 digest" in first_part
-    assert logs.split("final digest")[-1].split()[0] == uninterrupted_digest(tmp_path)
+    assert logs.split("final digest")[-1].split()[0] == toy_digest(STEPS, tmp_path / "clean")
 
     followed = follower.communicate(timeout=60)[0]
     assert "===== attempt 1" in followed and "===== attempt 2" in followed and "final digest" in followed

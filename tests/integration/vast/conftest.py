@@ -10,7 +10,6 @@ and a real S3 server (``s3_server``) for checkpoints.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -21,20 +20,13 @@ from typing import Any
 
 import pytest
 
+from launcher.testing import load_by_path
+
 HERE = Path(__file__).resolve().parent
 
 
-def _load(name: str, path: Path):
-    if name not in sys.modules:  # tests/ has no packages: load helpers by their path
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-fake_vast = _load("fake_vast", HERE / "fake_vast.py")
-_ssh = _load("ssh_host_fixtures", HERE.parent / "ssh" / "conftest.py")
+fake_vast = load_by_path(HERE / "fake_vast.py")
+_ssh = load_by_path(HERE.parent / "ssh" / "conftest.py", "ssh_host_fixtures")
 client_key, ssh_lab, wait_for = _ssh.client_key, _ssh.ssh_lab, _ssh.wait_for  # the sshd fixtures
 
 

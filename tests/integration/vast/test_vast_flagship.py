@@ -5,8 +5,6 @@ bit-identical to an uninterrupted run (every tensor of the final checkpoint, tor
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from launcher import contract, state as st
 from launcher.backends.vast.ledger import Ledger
 from launcher.checkpoints import download_latest
 from launcher.store import open_store
-from launcher.testing import wait_for
+from launcher.testing import run_uninterrupted, wait_for
 from trainers.common.testing import final_tensors
 
 pytestmark = pytest.mark.integration
@@ -27,11 +25,8 @@ EPOCHS = "1"  # 100 steps, a checkpoint every 25: the outbid lands mid-epoch
 
 
 def uninterrupted(tmp_path: Path) -> Path:
-    ckpt = tmp_path / "clean-ckpt"
-    env = {**os.environ, "LAUNCH_CHECKPOINT_DIR": str(ckpt), "LAUNCH_OUTPUT_DIR": str(tmp_path / "clean-out")}
-    subprocess.run([sys.executable, "-m", "trainers.quickstart", "--epochs", EPOCHS, "--seed", "0", "--no-plot"],
-                   env=env, cwd=tmp_path, check=True, capture_output=True, timeout=600)
-    return ckpt
+    argv = [sys.executable, "-m", "trainers.quickstart", "--epochs", EPOCHS, "--seed", "0", "--no-plot"]
+    return run_uninterrupted(argv, tmp_path / "clean")[0]
 
 
 def test_quickstart_outbid_resumes_on_another_offer_bit_identical(vast, tmp_path):

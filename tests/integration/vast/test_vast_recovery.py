@@ -11,9 +11,7 @@ whose offers rent real sshd hosts; checkpoints and logs go through a real S3 ser
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 
 import pytest
@@ -21,7 +19,7 @@ import pytest
 from launcher import state as st
 from launcher.backends.vast.ledger import Ledger
 from launcher.store import NotFound, open_store
-from launcher.testing import wait_for
+from launcher.testing import toy_digest, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,14 +32,6 @@ def toy_task(tmp_path, spot=True):
     p.write_text(f"name: toy\nresources:\n  accelerators: RTX4090:1\n  use_spot: {str(spot).lower()}\n"
                  f"  disk_size: 40\nrun: {TOY}\n")
     return p
-
-
-def uninterrupted_digest(tmp_path) -> str:
-    env = {**os.environ, "LAUNCH_CHECKPOINT_DIR": str(tmp_path / "clean-ckpt"),
-           "LAUNCH_OUTPUT_DIR": str(tmp_path / "clean-out")}
-    out = subprocess.run([sys.executable, "-m", "launcher.testing", "toy", "--steps", str(STEPS),
-                          "--step-time", "0"], env=env, capture_output=True, text=True, check=True).stdout
-    return out.split("final digest")[-1].split()[0]
 
 
 def store_log(job: st.Job, attempt: int) -> str:
@@ -101,7 +91,7 @@ def test_outbid_mid_run_rents_another_offer_and_resumes_exactly(vast, tmp_path, 
     assert final["state"] == "SUCCEEDED", final
     log2 = (b.root / "attempts" / job.run_id / "attempt-2" / "run.log").read_text()
     assert "resuming from checkpoint step" in log2
-    assert log2.split("final digest")[-1].split()[0] == uninterrupted_digest(tmp_path)
+    assert log2.split("final digest")[-1].split()[0] == toy_digest(STEPS, tmp_path / "clean")
 
     creates = vast.api.creates()
     assert [c["offer_id"] for c in creates] == [a.offer_id, b.offer_id]

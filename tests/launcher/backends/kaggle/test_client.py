@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from launcher.testing import load_by_path
+
 from launcher.backends.base import BackendError
 from launcher.backends.kaggle.client import KaggleAPIError, KaggleClient
 from launcher.backends.kaggle.config import MISSING_CREDENTIALS, KaggleCredentials, KaggleSettings
@@ -21,12 +22,7 @@ FAKE = Path(__file__).resolve().parents[3] / "integration" / "fake_kaggle.py"
 
 
 def _load_fake():
-    if "fake_kaggle" not in sys.modules:  # tests/ has no packages: load the helper by its path
-        spec = importlib.util.spec_from_file_location("fake_kaggle", FAKE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["fake_kaggle"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["fake_kaggle"]
+    return load_by_path(FAKE)
 
 
 @pytest.fixture

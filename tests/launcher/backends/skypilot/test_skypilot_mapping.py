@@ -8,7 +8,6 @@ import glob
 import os
 
 import pytest
-import yaml
 
 from launcher import contract
 from launcher.backends.base import BackendError, RunSpec

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+
+from launcher.testing import load_by_path
 
 FAKE = Path(__file__).resolve().parents[3] / "integration" / "vast" / "fake_vast.py"
 
 
 def load_fake():
-    if "fake_vast" not in sys.modules:  # tests/ has no packages: load the helper by its path
-        spec = importlib.util.spec_from_file_location("fake_vast", FAKE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["fake_vast"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["fake_vast"]
+    return load_by_path(FAKE)
 
 
 @pytest.fixture
