@@ -92,9 +92,11 @@ def up(task, infra, detach, chaos_spec, name, envs, secrets, store, keep_last):
     """
     from launcher import jobs
 
-    state = _state()
+    # Everything that can refuse the task runs before the state is opened: a refused file
+    # leaves no job and no store folder behind.
     sub = jobs.prepare(task, infra=infra, store=store, envs=envs, chaos_spec=chaos_spec, name=name,
                        secrets=secrets)
+    state = _state()
     job = jobs.submit(sub, state, options={"keep_last": keep_last})
     drills = f", fire drills {sub.chaos}" if sub.chaos else ""
     _err(f"Job {job.id} ({job.run_id}) submitted on {job.infra}{drills}.")

@@ -16,7 +16,9 @@ from typing import Any
 
 from launcher import chaos, daemon, state as st
 from launcher.errors import InfraError, LaunchError, TaskError
+from launcher import task_rules
 from launcher.task import Task, load_task, parse_env_overrides
+from launcher.task_checks import check_placement
 
 
 @dataclass
@@ -109,10 +111,21 @@ def check_store(uri: str) -> None:
     check_writable(uri)
 
 
+def _checked_infra(infra: str | None) -> str | None:
+    """An infra given on the command line or in LAUNCH_INFRA, held to the YAML's rule."""
+    if infra:
+        try:
+            task_rules.infra(infra)
+        except ValueError as e:
+            raise TaskError(f"infra: {e}") from None
+    return infra
+
+
 def prepare(task_path: str, *, infra: str | None = None, store: str | None = None,
             envs: tuple[str, ...] = (), chaos_spec: str | None = None, name: str | None = None,
             secrets: tuple[str, ...] = ()) -> Submission:
-    task = load_task(task_path)
+    overrides = parse_env_overrides(envs)
+    task = load_task(task_path, env_overrides=overrides)
     if not task.run:
         raise TaskError(f"{task_path}: the task has no 'run' command")
     if task.workdir:  # relative to where `launch up` runs, as in SkyPilot; fixed now for later
@@ -120,9 +133,9 @@ def prepare(task_path: str, *, infra: str | None = None, store: str | None = Non
         if not os.path.isdir(task.workdir):
             raise TaskError(f"{task_path}: workdir {task.workdir} is not a folder (a relative "
                             "workdir is relative to the directory you run launch in)")
-    overrides = parse_env_overrides(envs)
     drills = chaos.parse_chaos(chaos_spec)
     resolved_infra = resolve_infra(task, infra)
+    check_placement(task, _checked_infra(infra or os.environ.get("LAUNCH_INFRA")))
     if resolved_infra == "local" and task.num_nodes > 1:
         raise InfraError(f"{task_path}: num_nodes={task.num_nodes} needs several machines; "
                          "use --infra ssh/<pool> or a cloud")

@@ -10,70 +10,104 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictInt, StrictStr,
+                      ValidationError, field_validator, model_validator)
 
 from launcher import contract
+from launcher import task_rules as rules
 from launcher.errors import TaskError
 
 LOCAL_INFRAS = ("local", "ssh", "vast", "kaggle")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
+def _rule(fn):
+    """A pydantic after-validator from a rule of ``task_rules`` (an explicit null passes)."""
+    return lambda v: v if v is None else fn(v)
+
+
 class JobRecovery(_Model):
-    strategy: str | None = None  # FAILOVER | EAGER_NEXT_REGION (SkyPilot); we fail over in order
-    max_restarts_on_errors: int = Field(0, ge=0)
-    recover_on_exit_codes: list[int] | int | None = None
+    strategy: Any = None  # FAILOVER | EAGER_NEXT_REGION (SkyPilot); we fail over in order
+    max_restarts_on_errors: StrictInt = Field(0, ge=0)
+    recover_on_exit_codes: Any = None
+
+    _strategy = field_validator("strategy")(_rule(rules.recovery_strategy))
+
+    @field_validator("recover_on_exit_codes")
+    @classmethod
+    def _codes(cls, v):
+        return rules.exit_codes(v)  # an explicit null too: SkyPilot's schema has no null here
+
+
+# Keys an any_of/ordered option may set to null (SkyPilot validates options without dropping nulls).
+_NULL_IN_OPTION = ("ports", "image_id")
 
 
 class Resources(_Model):
     """One resources option. ``any_of``/``ordered`` hold further options that inherit the
-    fields set here."""
+    fields set here. Values are kept as written (backends read them); the rules only check."""
 
-    infra: str | None = None
-    accelerators: Union[str, dict[str, int | float | None], list[str]] | None = None
-    use_spot: bool | None = None
-    job_recovery: Union[str, JobRecovery] | None = None
-    disk_size: Union[int, str] | None = None  # GB, or a size such as "256GB"
-    cpus: Union[int, float, str] | None = None
-    memory: Union[int, float, str] | None = None
-    instance_type: str | None = None
-    image_id: str | None = None
-    ports: Union[int, str, list[Union[int, str]]] | None = None
-    labels: dict[str, str] | None = None
+    infra: Any = None
+    accelerators: Any = None
+    use_spot: StrictBool | None = None
+    job_recovery: Union[StrictStr, JobRecovery] | None = None
+    disk_size: Any = None  # GB, or a size such as "256GB"
+    cpus: Any = None
+    memory: Any = None
+    instance_type: StrictStr | None = None
+    image_id: Any = None
+    ports: Any = None
+    labels: dict[str, StrictStr] | None = None
     any_of: list[Resources] | None = None
     ordered: list[Resources] | None = None
 
-    @field_validator("accelerators")
-    @classmethod
-    def _accelerators(cls, v):
-        if isinstance(v, str):
-            name, _, count = v.partition(":")
-            if not name or (count and not re.fullmatch(r"\d+(\.\d+)?", count)):
-                raise ValueError(f"expected NAME or NAME:COUNT (e.g. 'V100:1'), got {v!r}")
-        return v
+    _infra = field_validator("infra")(_rule(rules.infra))
+    _accelerators = field_validator("accelerators")(_rule(rules.accelerators))
+    _disk_size = field_validator("disk_size")(_rule(rules.disk_size))
+    _cpus = field_validator("cpus")(_rule(rules.cpus))
+    _memory = field_validator("memory")(_rule(rules.memory))
+    _image_id = field_validator("image_id")(_rule(rules.image_id))
+    _ports = field_validator("ports")(_rule(rules.ports))
 
-    @field_validator("disk_size")
+    @field_validator("job_recovery")
     @classmethod
-    def _disk_size(cls, v):
-        if isinstance(v, int) and v <= 0:
-            raise ValueError("must be a positive number of GB")
-        if isinstance(v, str) and not re.fullmatch(r"[0-9]+([kKmMgGtTpP][bBiI])?", v):
-            raise ValueError(f"expected a size such as 100 or '256GB', got {v!r}")
+    def _strategy(cls, v):
+        return rules.recovery_strategy(v) if isinstance(v, str) else v
+
+    @field_validator("any_of", "ordered", mode="before")
+    @classmethod
+    def _options(cls, v):
+        """What SkyPilot's schema allows in an option: no nesting, one accelerator, no nulls."""
+        for i, item in enumerate(v if isinstance(v, list) else []):
+            if not isinstance(item, dict):
+                continue  # the type check names it
+            if nested := [k for k in ("any_of", "ordered") if k in item]:
+                raise ValueError(f"option {i} holds '{nested[0]}'; options cannot be nested")
+            if nulls := [k for k, x in item.items() if x is None and k not in _NULL_IN_OPTION]:
+                raise ValueError(f"option {i}: '{nulls[0]}' is null; leave the key out")
+            if item.get("accelerators") is not None:
+                try:
+                    rules.accelerators(item["accelerators"], in_option=True)
+                except ValueError as e:
+                    raise ValueError(f"option {i}: accelerators: {e}") from None
         return v
 
     @model_validator(mode="after")
     def _one_list(self):
         if self.any_of and self.ordered:
             raise ValueError("use either 'any_of' or 'ordered', not both")
+        n = _accelerator_count(self.accelerators)
+        if n > 1 and self.ordered:
+            raise ValueError("several accelerators cannot go with 'ordered'; list them as options")
+        if n > 1 and self.any_of and isinstance(self.accelerators, list):
+            raise ValueError("an ordered list of accelerators cannot go with 'any_of'")
         return self
 
     def options(self) -> list[dict[str, Any]]:
@@ -103,37 +137,59 @@ class Resources(_Model):
         return acc
 
 
+def _accelerator_count(acc: Any) -> int:
+    """How many accelerator choices a value names (SkyPilot dedupes a list's names)."""
+    if isinstance(acc, (dict, list)):
+        return len(set(acc))
+    return 0 if acc is None else 1
+
+
 class StorageMount(_Model):
     """A storage file mount: ``/checkpoints: {source: s3://bucket/prefix, mode: MOUNT_CACHED}``."""
 
-    name: str | None = None
-    source: Union[str, list[str]] | None = None
-    store: str | None = None
-    mode: Literal["MOUNT", "COPY", "MOUNT_CACHED"] | None = None
-    persistent: bool | None = None
+    name: StrictStr | None = None
+    source: Union[StrictStr, list[StrictStr]] | None = None
+    store: Any = None
+    mode: Any = None  # MOUNT | COPY | MOUNT_CACHED, any case
+    persistent: StrictBool | None = None
+
+    _store = field_validator("store")(_rule(rules.storage_store))
+    _mode = field_validator("mode")(_rule(rules.storage_mode))
 
 
 class Task(_Model):
-    name: str | None = None
-    workdir: str | None = None
-    num_nodes: int = Field(1, ge=1)
+    name: Any = None
+    workdir: StrictStr | None = None
+    num_nodes: StrictInt = Field(1, ge=1)
     resources: Resources = Field(default_factory=Resources)
-    envs: dict[str, Union[str, int, float, bool, None]] = Field(default_factory=dict)
-    secrets: dict[str, Union[str, int, float, None]] = Field(default_factory=dict)
-    file_mounts: dict[str, Union[str, StorageMount]] = Field(default_factory=dict)
-    setup: str | None = None
-    run: str | None = None
+    envs: dict[Any, Any] = Field(default_factory=dict)
+    secrets: dict[Any, Any] = Field(default_factory=dict)
+    file_mounts: dict[StrictStr, Union[StrictStr, StorageMount]] = Field(default_factory=dict)
+    setup: StrictStr | None = None
+    run: StrictStr | None = None
 
     # Where the task came from (not part of the YAML).
     path: str | None = Field(None, exclude=True)
+    _marks: dict = PrivateAttr(default_factory=dict)
+    _where: str = PrivateAttr("<string>")
 
-    @field_validator("envs", "secrets")
+    _name = field_validator("name")(_rule(rules.task_name))
+
+    @model_validator(mode="before")
     @classmethod
-    def _env_names(cls, v):
-        for k in v:
-            if not _ENV_NAME.match(str(k)):
-                raise ValueError(f"invalid environment variable name {k!r}")
-        return v
+    def _drop_nulls(cls, data):
+        """A key with no value is as good as absent at the top level (SkyPilot's schema)."""
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
+
+    @field_validator("envs")
+    @classmethod
+    def _envs(cls, v):
+        return rules.env_vars(v, "environment variable")
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, v):
+        return rules.env_vars(v, "secret")
 
     @property
     def display_name(self) -> str:
@@ -169,18 +225,21 @@ def _scalar(v: Any) -> str:
 # --- loading with line numbers ----------------------------------------------------------------
 
 
-def _marks(node: yaml.Node, path: tuple = ()) -> dict[tuple, tuple[int, str | None]]:
-    """Map each path in the document to (line, key) of where it is written."""
+def _marks(node: yaml.Node, path: tuple = (), dups: list | None = None) -> dict[tuple, tuple[int, str | None]]:
+    """Map each path in the document to (line, key) of where it is written; a key written twice
+    in one mapping goes into ``dups``."""
     out: dict[tuple, tuple[int, str | None]] = {}
     if isinstance(node, yaml.MappingNode):
         for knode, vnode in node.value:
             key = knode.value
+            if path + (key,) in out and dups is not None:
+                dups.append((path + (key,), knode.start_mark.line + 1))
             out[path + (key,)] = (knode.start_mark.line + 1, key)
-            out.update(_marks(vnode, path + (key,)))
+            out.update(_marks(vnode, path + (key,), dups))
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             out[path + (i,)] = (item.start_mark.line + 1, None)
-            out.update(_marks(item, path + (i,)))
+            out.update(_marks(item, path + (i,), dups))
     return out
 
 
@@ -202,21 +261,32 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     return [n for n, f in getattr(cur, "model_fields", {}).items() if not f.exclude] if cur else []
 
 
+_UNION_TAGS = ("str", "int", "float", "bool", "list[str]", "JobRecovery", "StorageMount", "Resources")
+
+
 def _clean_loc(loc: tuple) -> tuple:
     """Drop pydantic's union-branch tags (e.g. 'StorageMount', 'str') from an error location."""
-    return tuple(p for p in loc if isinstance(p, int) or not (p[:1].isupper() or p in (
-        "str", "int", "float", "bool", "list[str]", "dict[str,union[int,float,none]]")) )
+    return tuple(p for p in loc if isinstance(p, int) or p not in _UNION_TAGS)
 
 
-def _format_error(err: dict, marks: dict, where: str, model: type[BaseModel]) -> str:
-    loc = _clean_loc(tuple(err["loc"]))
-    line = None
+def _line(marks: dict, loc: tuple) -> int | None:
     for n in range(len(loc), 0, -1):
         if loc[:n] in marks:
-            line = marks[loc[:n]][0]
-            break
+            return marks[loc[:n]][0]
+    return None
+
+
+def refusal(where: str, marks: dict, loc: tuple, msg: str) -> TaskError:
+    """``Invalid task YAML FILE line N: KEY: MSG`` as one line."""
+    line = _line(marks, loc)
     at = f"{where} line {line}" if line else where
-    key = ".".join(str(p) for p in loc) or "(top level)"
+    key = ".".join(str(p) for p in loc)
+    msg = " ".join(str(msg).split())
+    return TaskError(f"Invalid task YAML {at}: {key + ': ' if key else ''}{msg}")
+
+
+def _format_error(err: dict, marks: dict, where: str, model: type[BaseModel]) -> TaskError:
+    loc = _clean_loc(tuple(err["loc"]))
     if err["type"] == "extra_forbidden":
         bad = str(loc[-1])
         parent = loc[:-1]
@@ -228,43 +298,80 @@ def _format_error(err: dict, marks: dict, where: str, model: type[BaseModel]) ->
             msg += f" (did you mean '{hint[0]}'?)"
         elif valid:
             msg += f" (valid keys: {', '.join(valid)})"
-        return f"Invalid task YAML {at}: {msg}"
-    return f"Invalid task YAML {at}: {key}: {err['msg']}"
+        return _unknown(where, marks, loc, msg)
+    msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return refusal(where, marks, loc or ("(top level)",), msg)
 
 
-def parse_task(text: str, where: str = "<string>") -> Task:
-    """Parse YAML text into a Task; raises TaskError with file and line on any problem."""
+def _unknown(where: str, marks: dict, loc: tuple, msg: str) -> TaskError:
+    line = _line(marks, loc)
+    return TaskError(f"Invalid task YAML {where}{f' line {line}' if line else ''}: {msg}")
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's own words on one line: the problem, or its reader's reason."""
+    text = getattr(e, "problem", None) or getattr(e, "reason", None) or str(e)
+    return " ".join(str(text).split())
+
+
+def _error_rank(err: dict) -> tuple:
+    """Unknown keys first (what users most often get wrong), then our rules' own messages, then
+    the deepest location (inside a union, the branch that got furthest)."""
+    return (err["type"] != "extra_forbidden", err["type"] != "value_error", -len(err["loc"]))
+
+
+def parse_task(text: str, where: str = "<string>", env_overrides: dict[str, str] | None = None) -> Task:
+    """Parse YAML text into a Task; raises TaskError with file, line and key on any problem.
+
+    As in SkyPilot, an env with no value must get one from ``env_overrides`` (``--env``); the
+    overrides fill those nulls in the returned task. Checks that depend on where the task runs
+    are ``check_placement``'s."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
-        raise TaskError(f"Invalid task YAML {where}{line}: {getattr(e, 'problem', None) or e}") from None
+        raise TaskError(f"Invalid task YAML {where}{line}: {_yaml_problem(e)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise TaskError(f"Invalid task YAML {where}: expected a mapping at the top level")
-    marks = _marks(node) if node is not None else {}
+        raise TaskError(f"Invalid task YAML {where}: expected a mapping of keys (name, resources, "
+                        f"run, ...) at the top level, got {type(data).__name__}")
+    dups: list = []
+    marks = _marks(node, dups=dups) if node is not None else {}
+    if dups:
+        # Stricter: SkyPilot's YAML loader keeps the last of two equal keys and drops the first.
+        loc, line = dups[0]
+        raise TaskError(f"Invalid task YAML {where} line {line}: {'.'.join(map(str, loc))} is written twice")
     try:
         task = Task.model_validate(data)
     except ValidationError as e:
-        errors = e.errors()
-        # Prefer unknown-key errors: they are what users most often get wrong.
-        errors.sort(key=lambda er: er["type"] != "extra_forbidden")
-        raise TaskError(_format_error(errors[0], marks, where, Task)) from None
+        raise _format_error(min(e.errors(), key=_error_rank), marks, where, Task) from None
+    task._marks, task._where = marks, where
+    from launcher.task_checks import check_task
+
+    check_task(task, env_overrides or {})
     return task
 
 
-def load_task(path: str | os.PathLike) -> Task:
+def load_task(path: str | os.PathLike, env_overrides: dict[str, str] | None = None) -> Task:
+    """Read and parse a task file; a file that cannot be read, is not UTF-8, is not YAML or is
+    not a mapping is a TaskError of one line that names it."""
     p = Path(path)
     try:
-        text = p.read_text()
+        raw = p.read_bytes()
     except FileNotFoundError:
         raise TaskError(f"Task file not found: {p}") from None
     except OSError as e:
         raise TaskError(f"Cannot read task file {p}: {e.strerror}") from None
-    task = parse_task(text, where=str(path))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise TaskError(f"Invalid task YAML {p} line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x} "
+                        "cannot be decoded); save the file as UTF-8") from None
+    task = parse_task(text.removeprefix("\ufeff"), where=str(path), env_overrides=env_overrides)
     task.path = str(p)
     return task
 
@@ -274,7 +381,7 @@ def parse_env_overrides(pairs: list[str] | tuple[str, ...], what: str = "--env")
     out = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
-        if not _ENV_NAME.match(key):
+        if not rules.ENV_NAME.fullmatch(key):
             raise TaskError(f"{what} {key!r}: expected KEY=VALUE with a valid variable name")
         if not eq:
             if key not in os.environ:
