@@ -18,7 +18,7 @@ from launcher import chaos, daemon, state as st
 from launcher.errors import InfraError, LaunchError, TaskError
 from launcher import task_rules
 from launcher.task import Task, load_task, parse_env_overrides
-from launcher.task_checks import check_placement
+from launcher.task_checks import check_local_paths, check_placement
 
 
 @dataclass
@@ -128,11 +128,9 @@ def prepare(task_path: str, *, infra: str | None = None, store: str | None = Non
     task = load_task(task_path, env_overrides=overrides)
     if not task.run:
         raise TaskError(f"{task_path}: the task has no 'run' command")
+    check_local_paths(task)
     if task.workdir:  # relative to where `launch up` runs, as in SkyPilot; fixed now for later
         task.workdir = task.resolved_workdir()
-        if not os.path.isdir(task.workdir):
-            raise TaskError(f"{task_path}: workdir {task.workdir} is not a folder (a relative "
-                            "workdir is relative to the directory you run launch in)")
     drills = chaos.parse_chaos(chaos_spec)
     resolved_infra = resolve_infra(task, infra)
     check_placement(task, _checked_infra(infra or os.environ.get("LAUNCH_INFRA")))

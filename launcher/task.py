@@ -181,15 +181,13 @@ class Task(_Model):
         """A key with no value is as good as absent at the top level (SkyPilot's schema)."""
         return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
-    @field_validator("envs")
+    @field_validator("envs", "secrets", mode="before")
     @classmethod
-    def _envs(cls, v):
-        return rules.env_vars(v, "environment variable")
-
-    @field_validator("secrets")
-    @classmethod
-    def _secrets(cls, v):
-        return rules.env_vars(v, "secret")
+    def _mapping(cls, v):
+        # Stricter: SkyPilot's list form of secrets names managed secrets, which need its store.
+        if not isinstance(v, dict):
+            raise ValueError(f"expected a mapping of NAME: value, got {v!r}")
+        return v
 
     @property
     def display_name(self) -> str:
@@ -300,6 +298,8 @@ def _format_error(err: dict, marks: dict, where: str, model: type[BaseModel]) ->
             msg += f" (valid keys: {', '.join(valid)})"
         return _unknown(where, marks, loc, msg)
     msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if err["type"] != "value_error" and "input" in err:
+        msg += f", got {_short(err['input'])}"
     return refusal(where, marks, loc or ("(top level)",), msg)
 
 
@@ -308,10 +308,25 @@ def _unknown(where: str, marks: dict, loc: tuple, msg: str) -> TaskError:
     return TaskError(f"Invalid task YAML {where}{f' line {line}' if line else ''}: {msg}")
 
 
-def _yaml_problem(e: yaml.YAMLError) -> str:
-    """PyYAML's own words on one line: the problem, or its reader's reason."""
-    text = getattr(e, "problem", None) or getattr(e, "reason", None) or str(e)
-    return " ".join(str(text).split())
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _yaml_problem(e: yaml.YAMLError, text: str) -> str:
+    """PyYAML's own words on one line, with the line: its problem, or its reader's reason."""
+    mark = getattr(e, "problem_mark", None)
+    if mark is not None:
+        line = mark.line + 1
+    elif isinstance(getattr(e, "position", None), int):  # a ReaderError: a character YAML refuses
+        line = text[:e.position].count("\n") + 1
+    else:
+        line = None
+    problem = getattr(e, "problem", None) or getattr(e, "reason", None) or str(e)
+    if isinstance(getattr(e, "character", None), (str, int)) and getattr(e, "reason", None):
+        char = e.character if isinstance(e.character, int) else ord(e.character)
+        problem += f" (character #x{char:04x})"
+    return f"{f' line {line}' if line else ''}: {' '.join(str(problem).split())}"
 
 
 def _error_rank(err: dict) -> tuple:
@@ -330,9 +345,7 @@ def parse_task(text: str, where: str = "<string>", env_overrides: dict[str, str]
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise TaskError(f"Invalid task YAML {where}{line}: {_yaml_problem(e)}") from None
+        raise TaskError(f"Invalid task YAML {where}{_yaml_problem(e, text)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -10,6 +10,7 @@ Both raise a one-line TaskError naming the file, the line and the key.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from launcher import task_rules as rules
@@ -23,6 +24,12 @@ def _refuse(task: Task, loc: tuple, msg: str) -> TaskError:
 
 def check_task(task: Task, env_overrides: dict[str, str]) -> None:
     """Refuse what SkyPilot refuses across fields; fill null envs from ``env_overrides``."""
+    for field, what in (("envs", "environment variable"), ("secrets", "secret")):
+        for key, value in getattr(task, field).items():
+            try:
+                rules.env_var(key, value, what)
+            except ValueError as e:
+                raise _refuse(task, (field, key), str(e)) from None
     for key, value in task.envs.items():
         if value is None:
             if key not in env_overrides:
@@ -54,21 +61,27 @@ def _check_mounts(task: Task) -> None:
 def check_placement(task: Task, infra: str | None = None) -> None:
     """Refuse options that cannot run where they would go: ``infra`` (the command line's or the
     environment's choice) or else each option's own ``infra``."""
-    for i, opt in enumerate(task.resources.options()):
+    res = task.resources
+    alts_key = "ordered" if res.ordered else "any_of"
+    alts = getattr(res, alts_key) or [None]
+    for i, (alt, opt) in enumerate(zip(alts, res.options())):
         where = infra or opt.get("infra")
-        loc = ("resources",) if len(task.resources.options()) == 1 else ("resources", "options", i)
-        try:
-            _tpu(opt.get("accelerators"), where)
-            _image(opt.get("image_id"), where)
-        except ValueError as e:
-            raise _refuse(task, loc, str(e)) from None
+        for key, check in (("accelerators", _tpu), ("image_id", _image)):
+            set_here = alt is not None and getattr(alt, key) is not None
+            loc = ("resources", alts_key, i, key) if set_here else ("resources", key)
+            try:
+                check(opt.get(key), where)
+            except ValueError as e:
+                raise _refuse(task, loc, str(e)) from None
 
 
 def _cloud_region(infra: str | None) -> tuple[str | None, str | None]:
     parts = [p.strip() for p in (infra or "").split("/")]
     cloud = parts[0].lower() or None
     region = parts[1] if len(parts) > 1 and parts[1] != "*" else None
-    return ("kubernetes" if cloud == "k8s" else None if cloud == "*" else cloud), region
+    if cloud in ("*", "skypilot", "sky"):  # SkyPilot picks the cloud
+        return None, region
+    return ("kubernetes" if cloud == "k8s" else cloud), region
 
 
 def _accelerator_names(acc: Any) -> list[str]:
@@ -103,3 +116,24 @@ def _image(image_id: Any, infra: str | None) -> None:
         raise ValueError(f"image_id has no image for the region {region} (it has {', '.join(map(str, vm))})")
     if cloud == "aws" and not region and any(not i.startswith("skypilot:") for r, i in vm.items() if r is None):
         raise ValueError("on aws, an image_id needs a region: infra aws/<region>")
+
+
+def check_local_paths(task: Task) -> None:
+    """What SkyPilot checks on the launching machine, relative to where the command runs: the
+    workdir is a folder; a file mount's local source exists; a storage mount's local source is
+    a folder (or a list of existing paths)."""
+    if task.workdir and not os.path.isdir(os.path.expanduser(task.workdir)):
+        raise _refuse(task, ("workdir",), f"{task.workdir} is not a folder (a relative workdir is "
+                      "relative to the directory you run launch in)")
+    for dst, src in task.file_mounts.items():
+        storage = isinstance(src, StorageMount)
+        sources = (src.source if isinstance(src.source, list) else [src.source]) if storage else [src]
+        for s in sources:
+            if not isinstance(s, str) or rules.is_url(s) or "://" in s or s.startswith("skypilot:"):
+                continue
+            path = os.path.abspath(os.path.expanduser(s))
+            if not os.path.exists(path):
+                raise _refuse(task, ("file_mounts", dst), f"local source {s!r} does not exist")
+            if storage and isinstance(src.source, str) and os.path.isfile(path):
+                raise _refuse(task, ("file_mounts", dst), f"a storage source must be a folder; to "
+                              f"upload one file write source: [{s}]")

@@ -35,7 +35,8 @@ from typing import Any
 SKY_CLOUDS = ("aws", "azure", "gcp", "ibm", "lambda", "scp", "oci", "kubernetes", "runpod", "vast",
               "vsphere", "cudo", "fluidstack", "paperspace", "primeintellect", "do", "nebius", "ssh",
               "slurm", "hyperbolic", "seeweb", "shadeform", "yotta", "mithril", "verda")
-OUR_ONLY_INFRAS = ("local", "kaggle")  # ours alone; ssh and vast are SkyPilot clouds too
+# Ours alone (ssh and vast are SkyPilot clouds too); "skypilot"/"sky" leave the cloud to SkyPilot.
+OUR_ONLY_INFRAS = ("local", "kaggle", "skypilot", "sky")
 # sky.utils.registry.JOBS_RECOVERY_STRATEGY_REGISTRY, upper-cased as Resources does.
 RECOVERY_STRATEGIES = ("EAGER_NEXT_REGION", "FAILOVER")
 # sky.data.storage.StoreType and StorageMode values (matched case-insensitively, as its schema).
@@ -194,6 +195,8 @@ def infra(v: Any) -> Any:
         raise ValueError(f"expected a string such as 'aws/us-east-1', got {v!r}")
     head = v.split("/", 1)[0].lower()
     if head in ("k8s", "kubernetes"):  # the context after "k8s/" may hold slashes
+        if v.endswith("/") and v.count("/") == 1:
+            raise ValueError(f"{v!r}: name the context after '{head}/', or write '{head}' alone")
         parts = v.strip().strip("/").split("/")
     else:
         parts = v.split("/")
@@ -259,17 +262,15 @@ def task_name(v: Any) -> Any:
     return v
 
 
-def env_vars(v: dict, what: str) -> dict:
-    """Names that are environment variable names; values that are scalars or null."""
-    for k, value in v.items():
-        # Stricter: SkyPilot str()s keys and values. YAML reads `on:` as True and `1:` as 1, so the
-        # variable's name would not be what was written; a list or mapping value is an indentation
-        # slip that SkyPilot would export as its Python repr; a date is re-written by YAML.
-        if not isinstance(k, str) or not ENV_NAME.fullmatch(k):
-            raise ValueError(f"invalid {what} name {k!r}: letters, digits and '_', not starting with a digit")
-        if value is not None and not isinstance(value, (str, int, float)):
-            raise ValueError(f"{k}: expected a string or a number, got {value!r} (quote it)")
-    return v
+def env_var(k: Any, value: Any, what: str) -> None:
+    """A name that is an environment variable name; a value that is a scalar or null."""
+    # Stricter: SkyPilot str()s keys and values. YAML reads `on:` as True and `1:` as 1, so the
+    # variable's name would not be what was written; a list or mapping value is an indentation
+    # slip that SkyPilot would export as its Python repr; a date is re-written by YAML.
+    if not isinstance(k, str) or not ENV_NAME.fullmatch(k):
+        raise ValueError(f"invalid {what} name {k!r}: letters, digits and '_', not starting with a digit")
+    if value is not None and not isinstance(value, (str, int, float)):
+        raise ValueError(f"expected a string or a number, got {value!r} (quote it)")
 
 
 def docker_login(envs: dict, secrets: dict) -> None:
@@ -343,6 +344,8 @@ def storage_spec(name: str | None, source: Any, mode: str | None) -> None:
     if isinstance(source, list):
         if not source or not all(isinstance(s, str) for s in source):
             raise ValueError(f"source: expected a path, a bucket URL or a list of paths, got {source!r}")
+        if urls := [s for s in source if urllib.parse.urlsplit(s).scheme]:
+            raise ValueError(f"source: a list holds local paths only, got {urls[0]!r}")
         bases = [os.path.basename(s) for s in source]
         if dup := sorted({b for b in bases if bases.count(b) > 1}):
             raise ValueError(f"source: two paths have the same name: {', '.join(dup)}")

@@ -78,3 +78,76 @@ def test_unconfigured_infra_is_a_one_line_error(tmp_path):
 def test_usage_error_exits_2():
     r = CliRunner().invoke(cli, ["up"])
     assert r.exit_code == 2
+
+
+# One bad task file per class of bad value: (file content, the key the error must name).
+BAD_TASKS = {
+    "cpus": ("resources:\n  cpus: 0\nrun: echo\n", "resources.cpus"),
+    "cpus-format": ("resources:\n  cpus: four+\nrun: echo\n", "resources.cpus"),
+    "memory": ("resources:\n  memory: 16XB\nrun: echo\n", "resources.memory"),
+    "disk-size": ("resources:\n  disk_size: 512MB\nrun: echo\n", "resources.disk_size"),
+    "ports": ("resources:\n  ports: 70000\nrun: echo\n", "resources.ports"),
+    "accelerator-name": ("resources:\n  accelerators: '*V100:1'\nrun: echo\n", "resources.accelerators"),
+    "accelerator-count": ("resources:\n  accelerators: V100:0\nrun: echo\n", "resources.accelerators"),
+    "infra-empty-part": ("resources:\n  infra: aws//us-east-1\nrun: echo\n", "resources.infra"),
+    "recovery-strategy": ("resources:\n  job_recovery: SOMETIMES\nrun: echo\n", "resources.job_recovery"),
+    "recovery-count": ("resources:\n  job_recovery:\n    max_restarts_on_errors: -1\nrun: echo\n",
+                       "resources.job_recovery.max_restarts_on_errors"),
+    "exit-codes": ("resources:\n  job_recovery:\n    recover_on_exit_codes: [1, 300]\nrun: echo\n",
+                   "resources.job_recovery.recover_on_exit_codes"),
+    "storage-source": ("file_mounts:\n  /checkpoints:\n    source: ftp://host/x\nrun: echo\n", "file_mounts./checkpoints"),
+    "storage-mode": ("file_mounts:\n  /checkpoints:\n    source: s3://b\n    mode: SOMETIMES\nrun: echo\n",
+                     "file_mounts./checkpoints.mode"),
+    "env-shape": ("envs:\n  EPOCHS: [1, 2]\nrun: echo\n", "envs"),
+    "env-null": ("envs:\n  EPOCHS:\nrun: echo\n", "envs.EPOCHS"),
+    "secrets-shape": ("secrets: [HF_TOKEN]\nrun: echo\n", "secrets"),
+    "image-id": ("resources:\n  image_id: {docker: 5}\nrun: echo\n", "resources.image_id"),
+    "image-id-cloud": ("resources:\n  image_id: ami-0123\nrun: echo\n", "resources"),
+    "num-nodes": ("num_nodes: 2.0\nrun: echo\n", "num_nodes"),
+}
+
+
+def _assert_refused(r, path, key, home):
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 1, r.output
+    assert len(lines) == 1 and lines[0].startswith("Error: Invalid task YAML"), r.output
+    assert str(path) in lines[0] and (key is None or key in lines[0]), lines[0]
+    assert "Traceback" not in r.output
+    assert not any(home.iterdir()), list(home.iterdir())  # no state, no store: nothing left behind
+    assert json.loads(run_cli("status", "--json").output) == []
+
+
+@pytest.mark.parametrize("name", BAD_TASKS)
+def test_bad_value_is_one_line_naming_file_and_key_and_no_job(name, tmp_path, launch_home):
+    text, key = BAD_TASKS[name]
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    _assert_refused(CliRunner().invoke(cli, ["up", str(path), "-d"]), path, key, launch_home)
+
+
+@pytest.mark.parametrize("content", [b"name: caf\xe9\nrun: echo\n", b"run: [echo\n", b"- run: echo\n",
+                                     b"just text\n", b"run: echo\nrun: ls\n"],
+                         ids=["latin-1", "not-yaml", "a-list", "a-string", "duplicate-key"])
+def test_unreadable_file_is_one_line_naming_it(content, tmp_path, launch_home):
+    path = tmp_path / "t.yaml"
+    path.write_bytes(content)
+    _assert_refused(CliRunner().invoke(cli, ["up", str(path), "-d"]), path, None, launch_home)
+
+
+def test_non_utf8_file_through_the_real_entry_point(tmp_path, launch_home):
+    """The launch command as installed: one line on stderr, exit 1, no traceback."""
+    path = tmp_path / "t.yaml"
+    path.write_bytes(b"# \xff\xfe\nrun: echo\n")
+    code = "import sys; from launcher.cli import main; sys.argv = ['launch'] + sys.argv[1:]; main()"
+    r = subprocess.run([sys.executable, "-c", code, "up", str(path)], capture_output=True, text=True,
+                       env=os.environ.copy(), timeout=120)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and f"{path} line 1: not UTF-8" in r.stderr, r.stderr
+
+
+def test_bad_infra_flag_is_refused_before_a_job(tmp_path, launch_home):
+    path = tmp_path / "t.yaml"
+    path.write_text("run: echo\n")
+    r = CliRunner().invoke(cli, ["up", str(path), "--infra", "aws//us-east-1", "-d"])
+    assert r.exit_code == 1 and "empty part" in r.output and len(r.output.strip().splitlines()) == 1
+    assert not any(launch_home.iterdir())
