@@ -223,7 +223,8 @@ def _scalar(v: Any) -> str:
 # --- loading with line numbers ----------------------------------------------------------------
 
 
-def _marks(node: yaml.Node, path: tuple = (), dups: list | None = None) -> dict[tuple, tuple[int, str | None]]:
+def _marks(node: yaml.Node, path: tuple = (),
+           dups: list | None = None) -> dict[tuple, tuple[int, str | None]]:
     """Map each path in the document to (line, key) of where it is written; a key written twice
     in one mapping goes into ``dups``."""
     out: dict[tuple, tuple[int, str | None]] = {}

@@ -114,7 +114,7 @@ def _image(image_id: Any, infra: str | None) -> None:
         raise ValueError(f"on {cloud}, image_id must be a Docker image (docker:IMAGE)")
     if region and None not in vm and region not in vm:
         raise ValueError(f"image_id has no image for the region {region} (it has {', '.join(map(str, vm))})")
-    if cloud == "aws" and not region and any(not i.startswith("skypilot:") for r, i in vm.items() if r is None):
+    if cloud == "aws" and not region and not str(vm.get(None, "skypilot:")).startswith("skypilot:"):
         raise ValueError("on aws, an image_id needs a region: infra aws/<region>")
 
 

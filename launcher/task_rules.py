@@ -56,7 +56,8 @@ TASK_NAME = re.compile(r"[a-zA-Z0-9]+(?:[._-]{1,2}[a-zA-Z0-9]+)*")  # sky.task._
 _DECIMAL = r"[0-9]+(?:\.[0-9]+)?"
 _UNITS = "|".join(MEMORY_UNITS)
 # disk_size's schema pattern: units in lower case, upper case or capitalised ("GB", "gb", "Gb").
-_DISK_UNITS = "|".join([*MEMORY_UNITS, *(u.upper() for u in MEMORY_UNITS), *(u.capitalize() for u in MEMORY_UNITS)])
+_DISK_UNITS = "|".join([*MEMORY_UNITS, *(u.upper() for u in MEMORY_UNITS),
+                        *(u.capitalize() for u in MEMORY_UNITS)])
 _MEMORY_GPU = re.compile(r"[0-9]+[GgMmTt][Bb]\+?")  # Resources._parse_accelerators_from_str
 # Stricter: SkyPilot keeps any accelerator name until its catalog lookup at launch, which fails on
 # an empty name or one with regular-expression characters; a GPU model is letters, digits, and

@@ -180,3 +180,17 @@ def test_infra_flag_is_held_to_the_same_rule(tmp_path):
     p.write_text("run: echo\n")
     with pytest.raises(TaskError, match="infra: 'aws//us' has an empty part"):
         jobs.prepare(str(p), infra="aws//us")
+
+
+def test_validation_imports_no_skypilot():
+    """The validator is ours alone: loading and checking a task never imports sky (or boto3)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from launcher.task import parse_task; from launcher.task_checks import "
+            "check_placement; t = parse_task(sys.argv[1], 'x.yaml'); check_placement(t); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sky', 'boto3', 'torch')))")
+    r = subprocess.run([sys.executable, "-c", code, GOOD.replace("workdir: .\n", "")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[]"

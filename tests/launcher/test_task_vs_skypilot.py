@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 import datetime
+import math
+import re
 
 import pytest
 import yaml
@@ -245,3 +247,60 @@ def test_every_good_task_survives_the_state(cfg):
     task = parse_task(yaml.safe_dump(cfg), "case.yaml")
     again = parse_task(redacted_yaml(task), "stored")
     assert again.model_dump(exclude={"secrets"}) == task.model_dump(exclude={"secrets"})
+
+
+# --- generated values: every combination of a few parts, per field -----------------------------
+
+def _generated():
+    sizes = [f"{n}{u}{p}" for n in ("0", "1", "1.5", "16", "-1", "01", "1e3", " 4", "abc", "")
+             for u in ("", "GB", "gb", "Gb", "gB", "MB", "KB", "TB", "PB", "x", "GiB", "Gi", "G")
+             for p in ("", "+")]
+    numbers = [0, 1, 2, 0.25, -3, 1024, 2.0, float("inf"), float("nan"), True]
+    ports = [f"{a}{sep}{b}" for a in ("0", "1", "80", "65535", "65536", "x", "")
+             for sep in ("", "-", ",", " , ") for b in ("", "1", "443", "65536", "80")]
+    accs = [f"{n}{c}" for n in ("V100", "v100", "A100-80GB", "", "*V", "RTX 4090", "tpu-v3-8", "H100_SXM", "a/b")
+            for c in ("", ":1", ":0", ":0.5", ":-1", ":x", ":1:2", ":1e0", ": 1", ":")]
+    accs += [{n: c} for n in ("V100", "", "A/B") for c in (1, 0, 0.5, -1, None, True, "1")]
+    infras = [f"{h}{r}" for h in ("aws", "AWS", "gcp", "k8s", "kubernetes", "ssh", "vast", "slurm", "*", "awz", "")
+              for r in ("", "/", "/r", "/r/z", "/r/z/w", "//r", "/r/", "/ r", "/r//z", " ")]
+    for field, values in (("cpus", sizes + numbers), ("memory", sizes + numbers), ("disk_size", sizes + numbers),
+                          ("ports", ports), ("accelerators", accs), ("infra", infras)):
+        for v in values:
+            yield field, v
+
+
+def _why_stricter(field: str, v) -> str | None:
+    """The reason (as written next to our rule) why ours may refuse what SkyPilot takes."""
+    text = v if isinstance(v, str) else ""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "no machine has an infinite or NaN count"
+    if field in ("cpus", "memory") and re.search(r"e|^\s|\s$", text):
+        return "plain decimals only"
+    if field == "memory" and text.rstrip("+").endswith("x"):
+        return "the 'x' suffix is internal to SkyPilot's jobs controller"
+    if field == "accelerators":
+        name = (text.split(":")[0] if text else next(iter(v), "") if isinstance(v, dict) else "")
+        if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9._ -]*[A-Za-z0-9])?", name):
+            return "not a GPU model's name: fails SkyPilot's catalog lookup at launch"
+        if re.search(r":.*(e|\s)", text):
+            return "plain decimal counts only"
+    if field == "infra" and text.startswith("ssh/") and text.count("/") == 2:
+        return "a pool name holds no '/'"
+    return None
+
+
+def test_generated_values_agree(sky_offline):
+    """Both validators over every generated value; a disagreement must be ours refusing, for a
+    reason written next to the rule. Prints nothing on success; lists every mismatch otherwise."""
+    mismatches, counts = [], {"both accept": 0, "both refuse": 0, "ours stricter": 0}
+    for field, v in _generated():
+        cfg = _case(field, v)
+        sky_ok, ours_ok = sky_verdict(cfg) is None, our_verdict(cfg) is None
+        if sky_ok == ours_ok:
+            counts["both accept" if ours_ok else "both refuse"] += 1
+        elif sky_ok and _why_stricter(field, v):
+            counts["ours stricter"] += 1
+        else:
+            mismatches.append((field, v, "SkyPilot accepts" if sky_ok else "SkyPilot refuses"))
+    assert not mismatches, mismatches
+    assert counts["both accept"] > 100 and counts["both refuse"] > 300, counts
