@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launcher import chaos, daemon, state as st
+from launcher import chaos, daemon, state as st, task_rules
+from launcher.contract import CHECKPOINT_MOUNT
 from launcher.errors import InfraError, LaunchError, TaskError
-from launcher import task_rules
 from launcher.task import Task, load_task, parse_env_overrides
 from launcher.task_checks import check_local_paths, check_placement
 
@@ -80,18 +80,19 @@ def default_store() -> str:
 
 
 def resolve_store(task: Task, flag: str | None) -> str:
+    origin = "store"
     if flag:
         uri = flag
     elif os.environ.get("LAUNCH_STORE"):
         uri = os.environ["LAUNCH_STORE"]
     elif (m := task.checkpoint_mount()) is not None and isinstance(m.source, str):
-        uri = m.source
+        uri, origin = m.source, f"{task.path}: file_mounts.{CHECKPOINT_MOUNT}.source"
     else:
         return default_store()
     if uri.startswith("/") or uri.startswith("~"):
         uri = Path(uri).expanduser().resolve().as_uri()
     if not (uri.startswith("file://") or uri.startswith("s3://")):
-        raise TaskError(f"store {uri!r}: expected s3://bucket/prefix or file:///path")
+        raise TaskError(f"{origin} {uri!r}: expected s3://bucket/prefix or file:///path")
     return uri.rstrip("/")
 
 

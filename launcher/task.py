@@ -4,6 +4,9 @@ The YAML is SkyPilot's task format, used unchanged; ``launch`` supports the subs
 error names the file, the line, the key and (for a misspelt key) the nearest valid one::
 
     Invalid task YAML tasks/x.yaml line 7: unknown key 'acelerators' in resources (did you mean 'accelerators'?)
+
+Types and shapes are the models' here; each field's value rule is in ``launcher.task_rules`` and
+the checks across fields in ``launcher.task_checks`` (together as strict as SkyPilot, offline).
 """
 
 from __future__ import annotations

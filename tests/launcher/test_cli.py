@@ -152,3 +152,11 @@ def test_bad_infra_flag_is_refused_before_a_job(tmp_path, launch_home):
     r = CliRunner().invoke(cli, ["up", str(path), "--infra", "aws//us-east-1", "-d"])
     assert r.exit_code == 1 and "empty part" in r.output and len(r.output.strip().splitlines()) == 1
     assert not any(launch_home.iterdir())
+
+
+def test_checkpoint_mount_we_cannot_use_names_file_and_key(tmp_path, launch_home):
+    path = tmp_path / "t.yaml"
+    path.write_text("file_mounts:\n  /checkpoints:\n    source: gs://bucket/ckpt\nrun: echo\n")
+    r = CliRunner().invoke(cli, ["up", str(path), "-d"])
+    assert r.exit_code == 1 and f"{path}: file_mounts./checkpoints.source 'gs://bucket/ckpt'" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and not any(launch_home.iterdir())
