@@ -25,34 +25,6 @@ HOST = SimpleNamespace(hostname="127.0.0.1", port=2222)  # never connected to: t
 GPU = {"accelerators": "RTX4090:1"}
 
 
-class StubSSH:
-    """The SSH layer's calls, recorded; ``status`` is what poll answers."""
-
-    def __init__(self):
-        self.status = RunStatus(RunState.RUNNING)
-        self.calls = []
-
-    def attach(self, handle, host):
-        self.calls.append(("attach", host))
-        handle["nodes"] = [{"name": host.name, "hostname": host.hostname, "port": host.port}]
-        return ""
-
-    def poll(self, handle):
-        self.calls.append(("poll",))
-        return self.status
-
-    def terminate(self, handle):
-        self.calls.append(("terminate",))
-
-
-@pytest.fixture
-def backend(fake, ssh_key, monkeypatch):
-    monkeypatch.setenv("LAUNCH_VAST_API_POLL", "0")
-    b = VastBackend("vast", sleep=lambda s: None)
-    b.ssh = StubSSH()
-    return b
-
-
 def req(attempt=1, job="job-1", **resources):
     return ProvisionRequest(job, attempt, "vast", {**GPU, **resources})
 
