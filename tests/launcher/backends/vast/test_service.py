@@ -33,6 +33,12 @@ def up(backend, handle):
     return handle
 
 
+def new_job(name="j") -> str:
+    """A job the state knows and that runs (the sweeps leave its instances alone)."""
+    return st.State().create_job(name=name, task_path=None, task_yaml="run: x", infra="vast", store_uri=None,
+                                 options={}).run_id
+
+
 def no_leak(fake):
     """Every instance that exists has an open ledger row, and every open row an instance."""
     live = set(fake.live()) - {i for i, x in fake.instances.items() if x["offer_id"] is None}
@@ -54,7 +60,7 @@ def poll_until_done(backend, handle, clock, seconds=120):
 def test_creates_in_a_row_are_paced_and_none_is_refused(backend, fake, clock):
     for _ in range(3):
         fake.add_offer(HOST)
-    handles = [backend.provision(req(job=f"job-{n}")) for n in range(3)]
+    handles = [backend.provision(req(job=new_job())) for _ in range(3)]
     assert fake.throttled == [] and len({h["instance_id"] for h in handles}) == 3
     assert [e.state for e in Ledger().entries()] == ["created"] * 3
     assert clock.slept >= 2 * 4.5  # the backend waited (on the fake clock) between the creates
@@ -74,14 +80,14 @@ def test_a_429_on_create_is_backed_off_not_read_as_offer_taken(backend, fake, cl
 
 def test_sweep_destroys_back_to_back_without_a_failure(backend, fake):
     state = st.State()
-    job = state.create_job(name="gone", task_path=None, task_yaml="run: x", infra="vast", store_uri=None, options={})
-    for _ in range(4):
+    jobs = [new_job() for _ in range(4)]
+    for job in jobs:
         fake.add_offer(HOST)
-    for n in range(4):
-        backend.provision(req(n + 1, job=job.run_id))  # four attempts whose terminate never came
-    state.transition(job.id, st.CANCELLING)
+        backend.provision(req(job=job))  # an attempt whose terminate never came
+    for job in jobs:
+        state.transition(state.job(job).id, st.CANCELLING)
     assert len(fake.live()) == 4
-    backend.terminate({"job_id": job.run_id})
+    backend.terminate({"job_id": jobs[0]})
     assert fake.live() == [] and Ledger().leaked() == [] and "destroy" not in fake.throttled
 
 
@@ -101,13 +107,18 @@ def test_create_that_commits_then_answers_504_is_found_by_its_label(backend, fak
     assert len(fake.live()) == 30 and Ledger().leaked() == []  # the others are left alone
 
 
-def test_the_sweep_finds_an_instance_by_label_that_the_ledger_closed(backend, fake):
+def test_the_sweep_finds_an_instance_by_label_that_the_ledger_closed(backend, fake, clock):
     fake.add_others(26)
-    fake.add_offer(HOST)
-    h = backend.provision(req())
-    Ledger().close(h["ledger_row"], "create refused", made=False)  # what the old backend did after a 504
+    oid = fake.add_offer(HOST)
+    label = "launch:job-1:a1:0badc0de"
+    row = Ledger().creating("job-1", 1, label, {"id": oid}, 0.4, None)
+    Ledger().close(row, "create refused: HTTP 400", made=False)  # what the old backend did after a 504
+    with fake.lock:
+        fake.create(oid, {"label": label})
+    iid = max(fake.instances)
+    clock.sleep(fake.new_lag_s)  # listed by now
     backend.terminate({"job_id": "job-1"})
-    assert fake.instances[h["instance_id"]].get("destroyed")
+    assert fake.instances[iid].get("destroyed")
     assert len(fake.live()) == 26 and Ledger().leaked() == []
 
 
@@ -202,18 +213,31 @@ def test_the_key_goes_to_the_account_once_and_every_new_instance_has_it(backend,
     fake.add_offer(HOST)
     fake.add_offer(HOST)
     h1 = up(backend, backend.provision(req()))
-    h2 = up(backend, backend.provision(req(job="job-2")))
+    h2 = up(backend, backend.provision(req(job=new_job())))
     assert [k["public_key"] for k in fake.account_keys] == ["ssh-ed25519 AAAATEST launch@test"]
     for h in (h1, h2):
         assert fake.instances[h["instance_id"]]["ssh_keys"] == ["ssh-ed25519 AAAATEST launch@test"]
 
 
-def test_without_the_account_key_the_instance_key_is_retried_until_accepted(backend, fake):
+def test_without_the_account_key_the_instance_key_is_attached_once_it_runs(backend, fake):
     fake.fail["keys"] = 500  # the account's keys cannot be read: attach per instance
     fake.add_offer(HOST, loading_s=20)
     h = up(backend, backend.provision(req()))
     assert fake.instances[h["instance_id"]]["ssh_keys"] == ["ssh-ed25519 AAAATEST launch@test"]
-    assert fake.calls("attach") > 1 and fake.live() == [h["instance_id"]]  # refused while loading
+    assert fake.live() == [h["instance_id"]] and fake.calls("attach") == 1
+
+
+def test_a_key_the_instance_never_accepts_gives_the_box_up_with_the_reason(backend, fake):
+    backend.settings = replace(backend.settings, boot_timeout=120)
+    fake.fail["keys"] = 500
+    fake.add_offer(HOST)
+    h = backend.provision(req())
+    fake.fail["attach"] = 400
+    with pytest.raises(HostLostError, match="not booted"):
+        backend.wait_reachable(h, timeout=600)
+    assert fake.calls("attach") > 3 and "attaching the SSH key" in Ledger().entry(h["ledger_row"]).reason
+    backend.terminate(h)
+    assert fake.live() == [] and Ledger().leaked() == []
 
 
 def test_a_refused_api_key_fails_at_once_and_says_so(backend, fake):
