@@ -112,7 +112,10 @@ class VastClient:
         while True:
             self.pacer.wait(name)
             try:
-                out = send()
+                try:
+                    out = send()
+                finally:
+                    self.pacer.done(name)
                 if not isinstance(out, requests.Response) or out.status_code < 400:
                     return out
                 response = out

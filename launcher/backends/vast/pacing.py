@@ -4,8 +4,10 @@ The API answers 429, without Retry-After, when calls of one kind come faster tha
 (``RATES``: create about one per 4.5 s, show one per 2 s, destroy one per 3 s, list one per 1 s,
 search about 10 a minute). The SDK's own retries of a 429 come within about 0.4 s and are refused
 too, so the backend turns them off and paces here instead: ``wait(name)`` blocks until a call of
-that kind may go; after a 429 (another process on this IP was faster) ``backoff(name, tries)``
-says how long to wait, doubling with jitter, and holds every call of that kind back meanwhile.
+that kind may go, and ``done(name)`` says its answer is in (the next call is spaced from then:
+the service saw it somewhere in between). After a 429 (another process on this IP was faster)
+``backoff(name, tries)`` says how long to wait, doubling with jitter, and holds every call of
+that kind back meanwhile.
 
 The clock, the sleep and the random source are injected, so tests never wait in real time.
 """
@@ -62,6 +64,13 @@ class Pacer:
                 return waited
             self.sleep(delay)
             waited += delay
+
+    def done(self, name: str) -> None:
+        """The call counted by the last ``wait(name)`` has its answer: count it from now, since
+        the service saw it somewhere between the send and the answer."""
+        sent = self._sent.get(name)
+        if sent:
+            sent[-1] = max(sent[-1], self.clock())
 
     def backoff(self, name: str, tries: int) -> float:
         """After the ``tries``-th 429 in a row on ``name``: the seconds to wait (the kind's

@@ -65,3 +65,12 @@ def test_backoff_doubles_with_jitter_and_holds_the_kind_back():
         assert 0.5 * base <= d <= 1.5 * base
     p.wait("list")
     assert clock() >= max(delays) * 0.99  # the hold of the longest back-off is waited out
+
+
+def test_the_next_call_is_spaced_from_the_answer_of_the_last():
+    p, clock = pacer()
+    p.wait("show")
+    clock.sleep(0.5)  # the answer took half a second
+    p.done("show")
+    p.wait("show")
+    assert clock() == pytest.approx(0.5 + 2.0 * MARGIN)
