@@ -18,8 +18,8 @@ from typing import Any
 
 from launcher import chaos, state as st
 from launcher.backends import get_backend
-from launcher.backends.base import (Backend, BackendError, HostLostError, NoCapacityError,
-                                    ProvisionRequest, RunSpec, RunState, RunStatus)
+from launcher.backends.base import (Backend, BackendError, CredentialsError, HostLostError,
+                                    NoCapacityError, ProvisionRequest, RunSpec, RunState, RunStatus)
 from launcher.progress import fraction_done
 from launcher.recovery import Action, Event, History, Outcome, Policy, decide
 from launcher.task import Task, parse_task
@@ -170,6 +170,9 @@ class Supervisor:
         except NoCapacityError as e:
             self._end_attempt(n, {"option": option}, "NO_CAPACITY", str(e))
             return Event(Outcome.NO_CAPACITY, reason=str(e), option=option)
+        except CredentialsError as e:  # no retry can help: the job fails now, saying why
+            self._end_attempt(n, {"option": option}, "SETUP_FAILED", str(e))
+            return Event(Outcome.SETUP_FAILED, reason=str(e), option=option, final=True)
         handle["option"] = option
         self.state.set_attempt(self.job_id, n, handle=handle, host=handle.get("host", ""),
                                price_per_hour=self.backend.cost_per_hour(handle))

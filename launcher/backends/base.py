@@ -47,6 +47,11 @@ class HostLostError(BackendError):
     preemption: the supervisor relaunches."""
 
 
+class CredentialsError(BackendError):
+    """The provider refused our credentials (a wrong, expired or revoked key): no retry can help,
+    so the job fails at once with this message instead of waiting for capacity."""
+
+
 class MissingDependencyError(BackendError):
     """An optional SDK is not installed; the message carries the install hint."""
 

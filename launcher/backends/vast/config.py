@@ -19,6 +19,11 @@ variable                                  meaning                               
 ``LAUNCH_VAST_BOOT_TIMEOUT``              seconds for an instance to reach running    600
 ``LAUNCH_VAST_API_POLL``                  seconds between instance-state checks       15
 ``LAUNCH_VAST_OFFERS_TRIED``              offers tried per attempt when one is taken  3
+``LAUNCH_VAST_MIN_INET_DOWN``             least download bandwidth of an offer, Mb/s  100
+``LAUNCH_VAST_SETTLE``                    seconds to wait for the API's word (a new   30
+                                          instance to be listed, a lost one's state)
+``LAUNCH_VAST_API_PACE``                  scale of the API's rate limits we keep to   1
+``LAUNCH_VAST_RATE_LIMIT_WAIT``           seconds of 429s before a call gives up      300
 ``VAST_URL``                              another API server (the SDK's variable)     console.vast.ai
 ========================================  ==========================================  ===========
 """
@@ -55,6 +60,10 @@ class VastSettings:
     boot_timeout: float = 600.0
     api_poll: float = 15.0
     offers_tried: int = 3
+    min_inet_down: float = 100.0
+    settle: float = 30.0
+    api_pace: float = 1.0
+    rate_limit_wait: float = 300.0
     server_url: str | None = None
 
     @classmethod
@@ -71,6 +80,10 @@ class VastSettings:
             boot_timeout=env_float("LAUNCH_VAST_BOOT_TIMEOUT", d.boot_timeout),
             api_poll=env_float("LAUNCH_VAST_API_POLL", d.api_poll),
             offers_tried=max(1, int(env_float("LAUNCH_VAST_OFFERS_TRIED", d.offers_tried))),
+            min_inet_down=env_float("LAUNCH_VAST_MIN_INET_DOWN", d.min_inet_down),
+            settle=env_float("LAUNCH_VAST_SETTLE", d.settle),
+            api_pace=env_float("LAUNCH_VAST_API_PACE", d.api_pace),
+            rate_limit_wait=env_float("LAUNCH_VAST_RATE_LIMIT_WAIT", d.rate_limit_wait),
             server_url=(os.environ.get("VAST_URL") or "").rstrip("/") or None,
         )
 
@@ -112,6 +125,10 @@ class VastCredentials:
     def present(self) -> bool:
         return self.source is not None
 
+
+REFUSED_CREDENTIALS = ("Vast.ai refused the API key ({detail}): check VAST_API_KEY or "
+                       "~/.config/vastai/vast_api_key (`vastai set api-key KEY`); keys are at "
+                       "https://cloud.vast.ai/manage-keys/")
 
 MISSING_CREDENTIALS = ("no Vast.ai API key: set VAST_API_KEY, or run `vastai set api-key KEY` "
                        "(it saves the key in ~/.config/vastai/vast_api_key); the key is at "

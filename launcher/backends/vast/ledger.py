@@ -123,6 +123,12 @@ class Ledger:
             return c.execute("SELECT COUNT(*) FROM vast_instances WHERE job_id = ? AND reason = ?",
                              (job_id, OUTBID)).fetchone()[0]
 
+    def machines(self, job_id: str, reason_prefix: str) -> set[int]:
+        """The machine ids of the job's instances that ended with a reason starting so (e.g.
+        the boxes that did not boot for it)."""
+        return {int(e.offer["machine_id"]) for e in self.entries(job_id)
+                if e.reason.startswith(reason_prefix) and e.offer.get("machine_id") is not None}
+
     def leaked(self, job_id: str | None = None) -> list[Entry]:
         """Rows whose instance may still exist (not closed)."""
         return self.entries(job_id, open_only=True)

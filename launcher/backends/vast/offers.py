@@ -147,6 +147,8 @@ def build_query(resources: dict[str, Any], settings: VastSettings, *, spot: bool
             terms.append(f"gpu_ram>={min_ram}")
     terms.append(f"disk_space>={disk:g}")
     terms.append(f"reliability>={settings.min_reliability:g}")
+    if settings.min_inet_down > 0:  # a slow link makes the image pull (the boot) take many minutes
+        terms.append(f"inet_down>={settings.min_inet_down:g}")
     if (cpus := _number(resources.get("cpus"))) is not None:
         terms.append(f"cpu_cores_effective>={cpus:g}")
     if (mem := _number(resources.get("memory"))) is not None:
@@ -174,6 +176,9 @@ def price_of(offer: dict[str, Any], q: OfferQuery, settings: VastSettings) -> fl
     reliability = offer.get("reliability", offer.get("reliability2"))
     if reliability is not None and float(reliability) < settings.min_reliability:
         return None
+    inet_down = offer.get("inet_down")
+    if inet_down is not None and float(inet_down) < settings.min_inet_down:
+        return None
     if q.spot:
         return bid_price(offer, settings)
     price = float(offer.get("dph_total") or 0.0)
@@ -182,16 +187,19 @@ def price_of(offer: dict[str, Any], q: OfferQuery, settings: VastSettings) -> fl
     return price
 
 
-def rank(offers: list[dict[str, Any]], q: OfferQuery, settings: VastSettings) -> list[tuple[float, dict]]:
-    """The acceptable offers with their price, cheapest first (then the most reliable)."""
-    priced = [(p, o) for o in offers if (p := price_of(o, q, settings)) is not None]
+def rank(offers: list[dict[str, Any]], q: OfferQuery, settings: VastSettings,
+         avoid: set[int] | frozenset[int] = frozenset()) -> list[tuple[float, dict]]:
+    """The acceptable offers with their price, cheapest first (then the most reliable); offers
+    on a machine in ``avoid`` (one that did not boot for this job) are left out."""
+    priced = [(p, o) for o in offers if o.get("machine_id") not in avoid
+              and (p := price_of(o, q, settings)) is not None]
     return sorted(priced, key=lambda po: (po[0], -float(po[1].get("reliability") or 0), po[1].get("id", 0)))
 
 
 def offer_summary(offer: dict[str, Any]) -> dict[str, Any]:
     """The fields of an offer that the ledger keeps."""
     keys = ("id", "machine_id", "gpu_name", "num_gpus", "dph_total", "min_bid", "reliability",
-            "geolocation")
+            "inet_down", "geolocation")
     return {k: offer.get(k) for k in keys if offer.get(k) is not None}
 
 

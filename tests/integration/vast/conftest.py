@@ -59,15 +59,20 @@ class VastLab:
                         f"job {job} to reach {'/'.join(states)}", every=0.5)
 
 
+PACE = 0.1  # the fake's rate limits and delays, and the backend's pacing, at a tenth of the service's
+
+
 @pytest.fixture
 def vast(ssh_lab, s3_server, client_key, monkeypatch):
-    """The fake API (its key in VAST_API_KEY), its URL in VAST_URL, our SSH key for instances,
-    S3 credentials, a fresh bucket."""
+    """The fake API, strict (rate limits, late reports, null fields after create) at ``PACE``
+    (its key in VAST_API_KEY), its URL in VAST_URL, our SSH key for instances, S3 credentials, a
+    fresh bucket."""
     key = "vast-" + os.urandom(12).hex()
-    api = fake_vast.FakeVast(key)
+    api = fake_vast.FakeVast(key, pace_scale=PACE)
     s3_server.use(monkeypatch)
     env = {"VAST_API_KEY": key, "VAST_URL": api.url, "LAUNCH_VAST_SSH_KEY": str(client_key),
-           "LAUNCH_VAST_API_POLL": "1", "LAUNCH_VAST_BOOT_TIMEOUT": "120"}
+           "LAUNCH_VAST_API_POLL": "1", "LAUNCH_VAST_BOOT_TIMEOUT": "120", "LAUNCH_VAST_API_PACE": str(PACE),
+           "LAUNCH_VAST_SETTLE": "20"}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     vl = VastLab(api, ssh_lab, f"s3://{s3_server.make_bucket()}/runs", key, env)

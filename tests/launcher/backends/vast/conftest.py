@@ -1,10 +1,15 @@
-"""The Vast.ai fake API (tests/integration/vast/fake_vast.py) in-process, and a backend on it."""
+"""The Vast.ai fake API (tests/integration/vast/fake_vast.py) in-process, strict (rate limits, late
+reports, null fields after create), on a fake clock that it shares with the backend under test: no
+test waits in real time."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+
+from launcher.backends.base import RunState, RunStatus
+from launcher.backends.vast.backend import VastBackend
 
 from launcher.testing import load_by_path
 
@@ -24,8 +29,13 @@ def api_key(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def fake(api_key, monkeypatch):
-    server = load_fake().FakeVast(api_key)
+def clock():
+    return load_fake().FakeClock()
+
+
+@pytest.fixture
+def fake(api_key, monkeypatch, clock):
+    server = load_fake().FakeVast(api_key, clock=clock)
     monkeypatch.setenv("VAST_URL", server.url)
     yield server
     server.close()
@@ -38,3 +48,31 @@ def ssh_key(tmp_path, monkeypatch):
     key.with_suffix(".pub").write_text("ssh-ed25519 AAAATEST launch@test\n")
     monkeypatch.setenv("LAUNCH_VAST_SSH_KEY", str(key))
     return key
+
+
+class StubSSH:
+    """The SSH layer's calls, recorded; ``status`` is what poll answers."""
+
+    def __init__(self):
+        self.status = RunStatus(RunState.RUNNING)
+        self.calls = []
+
+    def attach(self, handle, host):
+        self.calls.append(("attach", host))
+        handle["nodes"] = [{"name": host.name, "hostname": host.hostname, "port": host.port}]
+        return ""
+
+    def poll(self, handle):
+        self.calls.append(("poll",))
+        return self.status
+
+    def terminate(self, handle):
+        self.calls.append(("terminate",))
+
+
+@pytest.fixture
+def backend(fake, ssh_key, monkeypatch, clock):
+    monkeypatch.setenv("LAUNCH_VAST_API_POLL", "0")
+    b = VastBackend("vast", clock=clock, sleep=clock.sleep)
+    b.ssh = StubSSH()
+    return b

@@ -34,3 +34,13 @@ def test_credentials_name_their_place_not_their_value(monkeypatch, tmp_path):
     monkeypatch.setenv("VAST_API_KEY", "k-456")
     found = VastCredentials.find()
     assert found.source == "VAST_API_KEY" and "k-456" not in repr(found) and "k-123" not in repr(found)
+
+
+def test_pacing_settle_and_bandwidth_settings_come_from_the_environment(monkeypatch):
+    d = VastSettings.from_env()
+    assert (d.min_inet_down, d.settle, d.api_pace, d.rate_limit_wait) == (100, 30, 1, 300)
+    for k, v in {"LAUNCH_VAST_MIN_INET_DOWN": "500", "LAUNCH_VAST_SETTLE": "5", "LAUNCH_VAST_API_PACE": "0.1",
+                 "LAUNCH_VAST_RATE_LIMIT_WAIT": "60"}.items():
+        monkeypatch.setenv(k, v)
+    s = VastSettings.from_env()
+    assert (s.min_inet_down, s.settle, s.api_pace, s.rate_limit_wait) == (500, 5, 0.1, 60)

@@ -42,7 +42,7 @@ def test_query_has_gpus_disk_reliability_and_price_cap():
     s = VastSettings(max_price=1.5, min_reliability=0.97)
     q = of.build_query({"accelerators": "V100:2", "disk_size": "256GB", "cpus": "8+", "memory": 32}, s)
     assert q.query == ("gpu_name in [Tesla_V100] num_gpus=2 disk_space>=256 reliability>=0.97 "
-                       "cpu_cores_effective>=8 cpu_ram>=32 dph_total<=1.5")
+                       "inet_down>=100 cpu_cores_effective>=8 cpu_ram>=32 dph_total<=1.5")
     assert (q.spot, q.offer_type, q.order, q.disk_gb) == (False, "on-demand", "dph_total", 256)
 
 
@@ -91,3 +91,13 @@ def test_image_from_image_id_or_setting():
     s = VastSettings(image="img:1")
     assert of.image_for({"image_id": "docker:pytorch/pytorch:latest"}, s) == "pytorch/pytorch:latest"
     assert of.image_for({}, s) == "img:1"
+
+
+def test_rank_leaves_out_slow_links_and_machines_to_avoid():
+    s = VastSettings(min_inet_down=200)
+    q = of.build_query({"accelerators": "V100:1"}, s)
+    offers = [{"id": 1, "machine_id": 10, "dph_total": 0.1, "inet_down": 50},
+              {"id": 2, "machine_id": 20, "dph_total": 0.2, "inet_down": 500},
+              {"id": 3, "machine_id": 30, "dph_total": 0.3, "inet_down": 900}]
+    assert [o["id"] for _, o in of.rank(offers, q, s)] == [2, 3]
+    assert [o["id"] for _, o in of.rank(offers, q, s, avoid={20})] == [3]
