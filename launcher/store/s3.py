@@ -13,6 +13,8 @@ billing. boto3 is imported here only, never at the top of a module the CLI impor
 from __future__ import annotations
 
 import os
+import random
+import time
 from typing import Any
 
 from launcher.store.base import (
@@ -29,6 +31,13 @@ MiB = 1 << 20
 DEFAULT_MULTIPART_THRESHOLD = 64 * MiB
 DEFAULT_MULTIPART_CHUNKSIZE = 64 * MiB
 DEFAULT_MAX_CONCURRENCY = 8
+# Every request is tried up to MAX_ATTEMPTS times (botocore's standard mode: throttling, 5xx,
+# resets and timeouts are retried with jittered exponential back-off). A stalled connection is
+# given up after READ_TIMEOUT seconds without a byte, an unanswered connect after CONNECT_TIMEOUT.
+# LAUNCH_S3_MAX_ATTEMPTS, LAUNCH_S3_CONNECT_TIMEOUT and LAUNCH_S3_READ_TIMEOUT override them.
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 30.0
 
 _MISSING_BUCKET_CODES = {"NoSuchBucket"}
 _MISSING_KEY_CODES = {"NoSuchKey", "404", "NotFound"}
@@ -60,21 +69,41 @@ def _import_boto3() -> Any:
     return boto3
 
 
-def client_config(endpoint_url: str | None) -> Any:
-    """The botocore Config every client of ours uses."""
+def _env_number(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise StoreError(f"{name}={value!r} is not a number") from None
+    if number <= 0:
+        raise StoreError(f"{name}={value!r} must be positive")
+    return number
+
+
+def client_config(endpoint_url: str | None, *, max_attempts: int | None = None,
+                  connect_timeout: float | None = None, read_timeout: float | None = None) -> Any:
+    """The botocore Config every client of ours uses: retries and timeouts from the arguments,
+    else the LAUNCH_S3_* variables, else the defaults above."""
     from botocore.config import Config
 
+    attempts = max_attempts or int(_env_number("LAUNCH_S3_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS))
     return Config(
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         s3={"addressing_style": "path"} if endpoint_url else {},
-        retries={"max_attempts": 5, "mode": "standard"},
+        retries={"total_max_attempts": attempts, "mode": "standard"},
+        connect_timeout=connect_timeout or _env_number("LAUNCH_S3_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT),
+        read_timeout=read_timeout or _env_number("LAUNCH_S3_READ_TIMEOUT", DEFAULT_READ_TIMEOUT),
     )
 
 
 def make_client(endpoint_url: str | None = None, profile: str | None = None,
-                region: str | None = None) -> Any:
-    """An S3 client from the standard credential chain, honouring the endpoint variables."""
+                region: str | None = None, **config: Any) -> Any:
+    """An S3 client from the standard credential chain, honouring the endpoint variables;
+    ``config`` goes to :func:`client_config` (``max_attempts``, ``connect_timeout``,
+    ``read_timeout``)."""
     boto3 = _import_boto3()
     from botocore.exceptions import BotoCoreError
 
@@ -83,7 +112,7 @@ def make_client(endpoint_url: str | None = None, profile: str | None = None,
         session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
         region = region or session.region_name or ("us-east-1" if endpoint_url else None)
         return session.client("s3", endpoint_url=endpoint_url, region_name=region,
-                              config=client_config(endpoint_url))
+                              config=client_config(endpoint_url, **config))
     except BotoCoreError as e:  # ProfileNotFound, invalid endpoint, ...
         raise StoreError(f"cannot configure the S3 client: {e}") from e
 
@@ -126,17 +155,33 @@ def map_error(exc: BaseException, what: str, bucket: str, uri: str) -> StoreErro
     return StoreError(f"{what}: {exc}")
 
 
+def _body_cut_off(exc: BaseException) -> bool:
+    """Whether reading a response body failed half-way (reset, early close, timeout)."""
+    from botocore.exceptions import (
+        ConnectionClosedError,
+        IncompleteReadError,
+        ReadTimeoutError,
+        ResponseStreamingError,
+    )
+
+    return isinstance(exc, (ResponseStreamingError, IncompleteReadError, ReadTimeoutError,
+                            ConnectionClosedError))
+
+
 class S3Store(ObjectStore):
     def __init__(self, bucket: str, prefix: str = "", *, client: Any = None,
                  endpoint_url: str | None = None, profile: str | None = None,
                  region: str | None = None,
                  multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
                  multipart_chunksize: int = DEFAULT_MULTIPART_CHUNKSIZE,
-                 max_concurrency: int = DEFAULT_MAX_CONCURRENCY):
+                 max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+                 max_attempts: int | None = None, connect_timeout: float | None = None,
+                 read_timeout: float | None = None):
         self.bucket = bucket
         self.prefix = join_key(prefix)
         self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        self.client = client or make_client(endpoint_url, profile, region)
+        self.client = client or make_client(endpoint_url, profile, region, max_attempts=max_attempts,
+                                            connect_timeout=connect_timeout, read_timeout=read_timeout)
         self.multipart_threshold = multipart_threshold
         self.multipart_chunksize = multipart_chunksize
         self.max_concurrency = max_concurrency
@@ -229,10 +274,19 @@ class S3Store(ObjectStore):
             raise self._error(e, f"write {self.uri}/{key}") from e
 
     def get_bytes(self, key: str) -> bytes:
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"].read()
-        except Exception as e:
-            raise self._read_error(e, f"read {self.uri}/{key}", key) from e
+        """botocore retries the request, but not the body read that comes after it: a body cut
+        off by a reset or a close (checked against Content-Length) is fetched again here, up to
+        the client's attempts."""
+        attempts = int(self.client.meta.config.retries.get("total_max_attempts") or DEFAULT_MAX_ATTEMPTS)
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"].read()
+            except Exception as e:
+                if attempt < attempts and _body_cut_off(e):
+                    time.sleep(random.uniform(0, min(2.0, 0.1 * 2 ** attempt)))
+                    continue
+                raise self._read_error(e, f"read {self.uri}/{key}", key) from e
+        raise AssertionError("unreachable")
 
     def exists(self, key: str) -> bool:
         return self._listed(key)
