@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import random
+import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +136,9 @@ def lesion_split(records: Sequence[Record], val_fraction: float, seed: int) -> l
     groups = [r.lesion_id for r in records]
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     try:
-        _, val_idx = next(splitter.split(records, labels, groups))
+        with warnings.catch_warnings():  # "least populated class has fewer members than
+            warnings.simplefilter("ignore", UserWarning)  # folds": handled below
+            _, val_idx = next(splitter.split(records, labels, groups))
     except ValueError as e:  # fewer lesions than folds
         raise DataError(f"cannot split {len(set(groups))} lesions into {folds} folds: {e}") from e
     val_lesions = {groups[i] for i in val_idx}

@@ -254,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         write_split(h.out_dir / SPLIT_NAME, records, split)
         arch = Arch(args, min(peek_arch(h.ckpt_root), n_arch - 1), class_weights)
         h.track(model=arch.model, optimizer=arch.optimizer, scaler=arch.scaler, sampler=sampler)
-        h.extra = {"arch_index": arch.index, "arch_seconds": 0.0, "finished": {}}
+        h.extra = {"arch_index": arch.index, "arch_train_time": 0.0, "finished": {}}
         h.resume()
         extra = h.extra  # updated in place from here on: every checkpoint takes it as it is
         outputs = report.Outputs(h.out_dir, args.archs, val_set.records, cam_idx,
@@ -275,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     y = y.to(args.device, non_blocking=True)
                     scalars = arch.step(x, y)
                     sampler.position += len(y)  # consumed (workers read further ahead)
-                    extra["arch_seconds"] += time.perf_counter() - t0
+                    extra["arch_train_time"] += time.perf_counter() - t0
                     h.step_done(n=len(y), **scalars)
                     t0 = time.perf_counter()
                 logits, labels = ev.collect_logits(arch.model, batches(val_loader), args.device,
@@ -283,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 metrics = epoch_metrics(arch, epoch % args.epochs, logits, labels)
                 if epoch % args.epochs == args.epochs - 1:  # the architecture is done
                     done = finish_arch(args, arch, logits, labels, val_set, cam_idx,
-                                       extra["arch_seconds"])
+                                       extra["arch_train_time"])
                     extra["finished"][arch.name] = done
                     outputs.write(extra["finished"], h.history + [metrics])
                     h.say(f"{arch.name} done: {report.one_line(done['result'])}")
@@ -291,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         arch = Arch(args, arch.index + 1, class_weights)
                         h.track(model=arch.model, optimizer=arch.optimizer, scaler=arch.scaler,
                                 sampler=sampler)
-                        extra.update(arch_index=arch.index, arch_seconds=0.0)
+                        extra.update(arch_index=arch.index, arch_train_time=0.0)
                 h.epoch_done(metrics)
         except DataError as e:
             raise HarnessError(str(e)) from None
