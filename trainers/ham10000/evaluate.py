@@ -16,13 +16,20 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional import classification as M
 
 from trainers.ham10000.data import CLASSES
 from trainers.ham10000.model import cam_target
 
 ECE_BINS = 15
 MIN_SPECIFICITY = 0.95
+
+
+def _tm():
+    """torchmetrics' functional classification metrics, imported on first use (importing
+    torchmetrics takes seconds, which a run that fails on its data should not wait for)."""
+    from torchmetrics.functional import classification
+
+    return classification
 
 
 @torch.no_grad()
@@ -71,6 +78,7 @@ def probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tenso
 
 def ece(probs: torch.Tensor, labels: torch.Tensor) -> float:
     """torchmetrics' multiclass calibration error: 15 equal-width bins, L1 norm."""
+    M = _tm()
     return float(M.multiclass_calibration_error(probs, labels, num_classes=len(CLASSES),
                                                 n_bins=ECE_BINS, norm="l1"))
 
@@ -83,6 +91,7 @@ def _per_class(values: torch.Tensor, present: Sequence[bool]) -> dict[str, float
 
 def classification_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
     """Every metric of the comparison from validation probabilities (torchmetrics)."""
+    M = _tm()
     k = len(CLASSES)
     present = [bool((labels == c).any()) and bool((labels != c).any()) for c in range(k)]
     auroc = M.multiclass_auroc(probs, labels, num_classes=k, average=None)
@@ -118,6 +127,7 @@ def analyse(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
 
 def roc_curves(probs: torch.Tensor, labels: torch.Tensor) -> list[tuple[list, list]]:
     """One-vs-rest ``(fpr, tpr)`` per class (torchmetrics' MulticlassROC)."""
+    M = _tm()
     fpr, tpr, _ = M.multiclass_roc(probs, labels, num_classes=len(CLASSES))
     return [(f.tolist(), t.tolist()) for f, t in zip(fpr, tpr)]
 
