@@ -1,0 +1,1 @@
+"""The HAM10000 trainer: four torchvision architectures trained in turn on a lesion-grouped split, each calibrated (temperature scaling), measured (torchmetrics) and explained (Grad-CAM), resumable mid-epoch inside any architecture. See ``train.py``."""
