@@ -1,0 +1,102 @@
+"""The diffusion itself: parameters in range, flat images stay flat, the attention matters,
+gradients reach every learned parameter, and tiling changes no pixel."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from trainers.denoise.apply import denoise
+from trainers.denoise.model import DiffusionConfig, GraphDiffusionDenoiser, build
+
+SMALL = dict(stride=4, max_radius=6.0, steps=2)
+
+
+def noisy_batch(n=2, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.rand(n, 3, 1, 1, generator=g).expand(n, 3, size, size).clone()
+    clean[:, :, size // 2:] = 1 - clean[:, :, size // 2:]  # an edge across the middle
+    return clean, clean + 0.1 * torch.randn(clean.shape, generator=g)
+
+
+def test_parameters_start_where_configured_and_stay_in_range():
+    m = build({**SMALL, "init_tau": 0.3, "init_radius": 2.5})
+    learned = m.learned()
+    assert learned["tau"] == [pytest.approx(0.3)] * 2
+    assert learned["radius"] == pytest.approx(2.5) and learned["sigma_s"] == pytest.approx(4.0)
+    with torch.no_grad():
+        for p in (m.raw_sigma, m.raw_tau, m.raw_sigma_s, m.raw_radius):
+            p.fill_(-50.0)
+    assert (m.sigma() > 0).all() and (m.tau() > 0).all() and m.sigma_s() > 0 and m.radius() > 0
+    with torch.no_grad():
+        m.raw_tau.fill_(50.0), m.raw_radius.fill_(50.0)
+    assert (m.tau() <= 1.0).all() and m.radius() <= 6.0
+
+
+def test_a_flat_image_stays_flat():
+    m = build(SMALL)
+    flat = torch.full((1, 3, 24, 28), 0.37)
+    assert torch.allclose(m(flat, 0.1), flat, atol=1e-6)
+
+
+def test_denoising_moves_the_image_towards_the_clean_one():
+    clean, noisy = noisy_batch()
+    out = build(SMALL)(noisy, 0.1)
+    assert ((out - clean) ** 2).mean() < 0.5 * ((noisy - clean) ** 2).mean()
+
+
+def test_attention_changes_the_output_and_gets_gradients():
+    torch.manual_seed(0)
+    with_attn = build({**SMALL, "attention": True})
+    without = build({**SMALL, "attention": False})
+    without.load_state_dict({k: v for k, v in with_attn.state_dict().items()
+                             if k in without.state_dict()})
+    _, noisy = noisy_batch()
+    a, b = with_attn(noisy, 0.1), without(noisy, 0.1)
+    assert (a - b).abs().max() > 1e-4
+    a.sum().backward()
+    for name, p in with_attn.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_the_band_holds_only_offsets_within_the_radius():
+    m = GraphDiffusionDenoiser(DiffusionConfig(stride=2, max_radius=4.0, init_radius=3.0))
+    assert (m.offset_dist <= 4.0).all() and len(m.offsets) == 13  # |(dy,dx)| <= 2 grid steps
+    assert [0, 0] in m.offsets.tolist()
+
+
+def test_any_size_and_grey_images():
+    m = build(SMALL)
+    x = torch.rand(3, 13, 45)
+    assert denoise(m, x, 0.1).shape == x.shape
+    grey = torch.rand(1, 20, 9)
+    assert denoise(m, grey, 0.1).shape == grey.shape
+
+
+def test_tiles_give_the_pixels_of_one_pass():
+    m = build(SMALL)
+    x = torch.rand(3, 70, 93)
+    whole = denoise(m, x, 0.1, tile=10_000)
+    tiled = denoise(m, x, 0.1, tile=24)
+    assert torch.allclose(whole, tiled, atol=1e-5), (whole - tiled).abs().max()
+
+
+def test_parameters_are_learned_by_gradient_descent():
+    torch.manual_seed(0)
+    m = build(SMALL)
+    start = m.learned()
+    opt = torch.optim.Adam(m.parameters(), lr=0.05)
+    clean, _ = noisy_batch(n=4)
+    g = torch.Generator().manual_seed(1)
+    losses = []
+    for _ in range(25):
+        noisy = clean + 0.1 * torch.randn(clean.shape, generator=g)
+        loss = ((m(noisy, 0.1) - clean) ** 2).mean()
+        opt.zero_grad(), loss.backward(), opt.step()
+        losses.append(loss.item())
+    end = m.learned()
+    assert sum(losses[-5:]) < sum(losses[:5])
+    assert not math.isclose(end["sigma_s"], start["sigma_s"], rel_tol=1e-3)
+    assert any(abs(a - b) > 1e-3 for a, b in zip(end["tau"], start["tau"]))
