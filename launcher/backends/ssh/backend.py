@@ -275,6 +275,10 @@ class SSHBackend(Backend):
             out = remote.run(f"cd {q(att)} || exit 1; {_DETACH} {py} -m launcher.agent {q(att)}/spec.json"
                              " >> agent.out 2>&1 < /dev/null & echo $!", timeout=30).stdout
             node["agent_pid"] = int(out.split()[-1])
+            # The host just answered: the grace starts now, not at the last poll of an earlier
+            # attempt on this host (which would make a relaunch here look lost at once).
+            self._last_ok[node["key"]] = self.clock()
+            self._lost.discard(node["key"])
         handle["workdir"] = handle["nodes"][0].get("workdir")
 
     def poll(self, handle: dict[str, Any]) -> RunStatus:

@@ -28,7 +28,7 @@ from launcher.testing import wait_for
 
 pytestmark = pytest.mark.integration
 
-STEPS = 20
+STEPS = 40
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def task_file(tmp_path: Path) -> Path:
         "run: |\n"
         "  python -c \"import hashlib, os; print('token digest', "
         "hashlib.sha256((os.environ['HF_TOKEN'] + os.environ['NOTIFY_URL']).encode()).hexdigest())\"\n"
-        f"  python -m launcher.testing toy --steps {STEPS} --step-time 0.2\n")
+        f"  python -m launcher.testing toy --steps {STEPS} --step-time 0.25\n")
     return p
 
 
@@ -116,7 +116,9 @@ def test_no_credential_is_written_anywhere(ssh_lab, moto_store, launch_cli, laun
     # folder (code, venv, attempts), the sshd logs and configs.
     folders = [launch_home, ssh_lab.dir]
 
-    launch_cli("up", str(task_file(tmp_path)), "--infra", "ssh/one", "--store", "s3://creds/runs", "-d")
+    # A kill drill mid-run: attempt 2 gets the secrets again, and attempt 1's secrets.json must go.
+    launch_cli("up", str(task_file(tmp_path)), "--infra", "ssh/one", "--store", "s3://creds/runs", "-d",
+               "--chaos", "kill@7s")  # training takes 10 s
     job = st.State().jobs()[-1]
     att = host.root / "attempts" / job.run_id / "attempt-1"
     wait_for(lambda: "step 5 " in ((att / "run.log").read_text() if (att / "run.log").exists() else ""),
@@ -138,10 +140,11 @@ def test_no_credential_is_written_anywhere(ssh_lab, moto_store, launch_cli, laun
     assert final.state == "SUCCEEDED", launch_cli.status(job.id)
     digest = hashlib.sha256((token + notify).encode()).hexdigest()
     logs = launch_cli("logs", str(job.id)).stdout
-    assert f"token digest {digest}" in logs  # the run got both secrets
+    assert logs.count(f"token digest {digest}") == 2  # both attempts got both secrets
+    assert [a.state for a in st.State().attempts(job.id)] == ["PREEMPTED", "SUCCEEDED"]
 
     # After: nothing anywhere, secrets.json included; not in the store, not in what launch prints.
-    assert not (att / "secrets.json").exists()
+    assert list(host.root.rglob("secrets.json")) == []
     assert leaks(needles, folders) == []
     objects = s3.list_objects_v2(Bucket="creds").get("Contents", [])
     assert any(o["Key"].endswith("MANIFEST.json") for o in objects) and len(objects) < 1000
