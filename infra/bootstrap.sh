@@ -3,6 +3,7 @@
 #
 #   bash bootstrap.sh ROOT                 install what is missing from the package index
 #   bash bootstrap.sh ROOT --probe         install nothing; print one line `LAUNCH_PROBE {json}`
+#                                          (with "ready": true when nothing was missing)
 #   bash bootstrap.sh ROOT --wheels DIR    install what is missing from the wheels in DIR only
 #
 # ROOT/code holds the synced `launcher` and `trainers` packages and constraints.txt. This script
@@ -108,18 +109,13 @@ for dep in $SMALL_DEPS; do
   has "$VENV/bin/python" "${dep%%:*}" || missing+=("${dep##*:}")
 done
 
-if [ "$MODE" = --probe ]; then
+if [ "$MODE" = --probe ] && [ ${#missing[@]} -gt 0 ]; then
   ensure_pip
-  index=null
-  if [ ${#missing[@]} -gt 0 ]; then
-    # One look at the index page of one missing package: fails at once without a route, within
-    # 5 s behind a firewall that drops packets.
-    if "$VENV/bin/python" -m pip index versions "${missing[-1]}" --retries 0 --timeout 5 >/dev/null 2>&1; then
-      index=true
-    else
-      index=false
-    fi
-  fi
+  # One look at the index page of one missing package: fails at once without a route, within
+  # 5 s behind a firewall that drops packets.
+  index=false
+  "$VENV/bin/python" -m pip index versions "${missing[-1]}" --retries 0 --timeout 5 >/dev/null 2>&1 && index=true
+  # The wheel tags this Python accepts, best first, as pip itself computes them.
   "$VENV/bin/python" - "$index" "${missing[@]}" <<'EOF'
 import json, sys
 from pip._vendor.packaging import tags
@@ -137,3 +133,6 @@ fi
 
 "$VENV/bin/python" -c 'import launcher.agent, launcher.store'
 log "ready: $VENV/bin/python"
+if [ "$MODE" = --probe ]; then  # nothing was missing: no pip needed, no index asked
+  "$VENV/bin/python" -c 'import sys; print("LAUNCH_PROBE {\"python\": \"%d.%d\", \"missing\": [], \"index\": null, \"ready\": true}" % sys.version_info[:2])'
+fi

@@ -222,9 +222,12 @@ class SSHBackend(Backend):
             node["bootstrap"] = "ran"
 
     def _run_bootstrap(self, remote: Remote, root: str, node: dict[str, Any]) -> None:
-        """Probe the host; install what it lacks from its index, or from wheels sent from here."""
+        """Probe the host (which is all it takes when it lacks nothing); install what it lacks
+        from its index, or from wheels sent from here."""
         script = f"bash {q(root)}/code/infra/bootstrap.sh {q(root)}"
         probe = wheels.parse_probe(remote.run(f"{script} --probe", timeout=300).stdout)
+        if probe.get("ready"):
+            return
         if not wheels.needs_wheels(probe):
             remote.run(script, timeout=3600)
             return
@@ -275,8 +278,9 @@ class SSHBackend(Backend):
             out = remote.run(f"cd {q(att)} || exit 1; {_DETACH} {py} -m launcher.agent {q(att)}/spec.json"
                              " >> agent.out 2>&1 < /dev/null & echo $!", timeout=30).stdout
             node["agent_pid"] = int(out.split()[-1])
-            # The host just answered: the grace starts now, not at the last poll of an earlier
-            # attempt on this host (which would make a relaunch here look lost at once).
+        # Every host just answered: the grace starts now, not at the last poll of an earlier
+        # attempt on the same host (which would make a relaunch there look lost at once).
+        for node in handle["nodes"]:
             self._last_ok[node["key"]] = self.clock()
             self._lost.discard(node["key"])
         handle["workdir"] = handle["nodes"][0].get("workdir")

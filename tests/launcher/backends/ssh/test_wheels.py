@@ -90,6 +90,13 @@ class Remote:
         return subprocess.CompletedProcess([], 0, self.probe if command.endswith("--probe") else "ok", "")
 
 
+def test_a_host_that_lacks_nothing_is_ready_after_the_probe(monkeypatch):
+    be = ssh_backend.SSHBackend("x", hosts=[])
+    remote = Remote('LAUNCH_PROBE {"python": "3.11", "missing": [], "index": null, "ready": true}\n')
+    be._run_bootstrap(remote, "/r", {"name": "host-a"})
+    assert remote.commands == ["bash /r/code/infra/bootstrap.sh /r --probe"]
+
+
 def test_a_host_that_reaches_an_index_installs_from_it(monkeypatch):
     be = ssh_backend.SSHBackend("x", hosts=[])
     remote, node = Remote(probe_output(index=True)), {"name": "host-a"}
