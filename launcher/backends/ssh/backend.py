@@ -5,6 +5,7 @@ Each host has a root folder, ``$LAUNCH_REMOTE_ROOT`` on the host or ``~/.launch-
     lease.json                     which job holds the host (the local half is in leases.py)
     code/                          the launcher and trainers packages, bootstrap.sh, constraints.txt
     venv/                          made by infra/bootstrap.sh; sees the image's PyTorch
+    wheels/<set>/                  wheels sent from here to a host that reaches no package index
     bootstrap.sha256               the hash of the bootstrap that made venv/ (a match skips it)
     attempts/<job>/workdir/        the task's workdir, shared by the job's attempts on this host
     attempts/<job>/attempt-N/      spec.json, secrets.json (0600), agent.pid, run.log, exit_code
@@ -29,7 +30,7 @@ from typing import Any
 from launcher.backends.base import (Backend, BackendError, HostLostError, NoCapacityError,
                                     ProvisionRequest, RunSpec, RunState, RunStatus, SyncStats)
 from launcher.backends.local.backend import status_from_exit_code
-from launcher.backends.ssh import transfer
+from launcher.backends.ssh import transfer, wheels
 from launcher.backends.ssh.client import Remote, q
 from launcher.backends.ssh.leases import Leases
 from launcher.backends.ssh.pools import HostSpec, load_pool
@@ -199,7 +200,9 @@ class SSHBackend(Backend):
     # --- bootstrap and sync --------------------------------------------------------------------
     def bootstrap(self, handle: dict[str, Any]) -> None:
         """Sync the launcher's code to every host, then run infra/bootstrap.sh unless the host's
-        recorded hash says this very script already made its venv. Safe to call twice."""
+        recorded hash says this very script already made its venv. A host that lacks packages
+        and reaches no package index gets them as wheels from this machine (see ``wheels``);
+        ``node["wheels"]`` then names the packages. Safe to call twice."""
         missing = [rel for rel in BOOTSTRAP if not (REPO / rel).is_file()]
         if missing:
             raise BackendError(f"cannot bootstrap: {', '.join(str(REPO / m) for m in missing)} not found"
@@ -214,9 +217,25 @@ class SSHBackend(Backend):
             if marker == digest:
                 node["bootstrap"] = "skipped"
                 continue
-            remote.run(f"bash {q(root)}/code/infra/bootstrap.sh {q(root)}", timeout=3600)
+            self._run_bootstrap(remote, root, node)
             remote.put_bytes(f"{root}/bootstrap.sha256", digest.encode())
             node["bootstrap"] = "ran"
+
+    def _run_bootstrap(self, remote: Remote, root: str, node: dict[str, Any]) -> None:
+        """Probe the host (which is all it takes when it lacks nothing); install what it lacks
+        from its index, or from wheels sent from here."""
+        script = f"bash {q(root)}/code/infra/bootstrap.sh {q(root)}"
+        probe = wheels.parse_probe(remote.run(f"{script} --probe", timeout=300).stdout)
+        if probe.get("ready"):
+            return
+        if not wheels.needs_wheels(probe):
+            remote.run(script, timeout=3600)
+            return
+        folder = wheels.wheel_cache(probe, REPO / "constraints.txt", host=node["name"])
+        dest = f"{root}/wheels/{folder.name}"
+        transfer.sync_files(remote, wheels.wheel_files(folder), dest)
+        remote.run(f"{script} --wheels {q(dest)}", timeout=3600)
+        node["wheels"] = sorted(probe["missing"])
 
     def sync_workdir(self, handle: dict[str, Any], workdir: str | None) -> SyncStats:
         """Send the workdir to ``attempts/<job>/workdir`` on every host; a relaunch on the same
@@ -259,6 +278,11 @@ class SSHBackend(Backend):
             out = remote.run(f"cd {q(att)} || exit 1; {_DETACH} {py} -m launcher.agent {q(att)}/spec.json"
                              " >> agent.out 2>&1 < /dev/null & echo $!", timeout=30).stdout
             node["agent_pid"] = int(out.split()[-1])
+        # Every host just answered: the grace starts now, not at the last poll of an earlier
+        # attempt on the same host (which would make a relaunch there look lost at once).
+        for node in handle["nodes"]:
+            self._last_ok[node["key"]] = self.clock()
+            self._lost.discard(node["key"])
         handle["workdir"] = handle["nodes"][0].get("workdir")
 
     def poll(self, handle: dict[str, Any]) -> RunStatus:

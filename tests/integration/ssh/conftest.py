@@ -3,7 +3,8 @@
 Each host has its own port, host key, authorized_keys, sshd config and root folder. sshd hands
 every session ``LAUNCH_REMOTE_ROOT`` (so the hosts look like separate machines),
 ``LAUNCH_PYTHON`` (the "image Python" that already has torch: this test run's Python, so no test
-installs anything) and a marker variable. Killing a host kills its sshd and every process that
+installs anything, unless the host is given its own, e.g. an :func:`image_python`) and a marker
+variable. Killing a host kills its sshd and every process that
 carries its marker: its sessions and the detached runs started through them, as if the machine
 had vanished. A host may live in its own network namespace behind a veth pair, so that a test
 can silently drop its link.
@@ -12,10 +13,18 @@ can silently drop its link.
         a, b = ssh_lab.add_host("host-a"), ssh_lab.add_host("host-b")
         ssh_lab.write_pool("duo", ["host-a", "host-b"])     # sets LAUNCH_SSH_POOLS/_CONFIG
         a.kill()
+
+A host that lacks packages and has no package index (``no_index=True``): its own image Python,
+in a network namespace (no route but the link to us), with pip's configuration (here: file://
+indexes on the shared disk) left out::
+
+    def test_y(ssh_lab, image_python):    # torch, torchvision, numpy; no boto3
+        h = ssh_lab.add_host("air", python=image_python, no_index=True)
 """
 
 from __future__ import annotations
 
+import importlib.metadata as metadata
 import json
 import os
 import signal
@@ -35,6 +44,10 @@ SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 MARKER = "LAUNCH_TEST_HOST"
 LAUNCH = str(Path(sys.executable).with_name("launch"))
+# pip on a host without an index: no configuration file (this machine's points at file:// indexes
+# that a pretend host would read off the shared disk), so pip has only PyPI, which a host in a
+# network namespace cannot reach.
+NO_INDEX_ENV = {"PIP_CONFIG_FILE": os.devnull}
 
 
 def free_port(addr: str = "127.0.0.1") -> int:
@@ -78,6 +91,43 @@ def descendants(root: int) -> set[int]:
 
 def sh(*cmd: str) -> None:
     subprocess.run(cmd, check=True, capture_output=True)
+
+
+def _requirements(dist: metadata.Distribution) -> list[str]:
+    from packaging.requirements import Requirement
+
+    names = []
+    for line in dist.requires or []:
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            names.append(req.name)
+    return names
+
+
+def make_image_python(dest: Path, packages: list[str]) -> str:
+    """A Python like a GPU image's: a fresh venv (no system site-packages) that sees ``packages``
+    and what they depend on, as installed in this test run's environment (symlinked, nothing is
+    copied), and nothing else: no boto3, no launcher. Returns its interpreter."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(dest)], check=True, capture_output=True)
+    python = str(dest / "bin" / "python")
+    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    seen, todo = set(), list(packages)
+    while todo:
+        try:
+            dist = metadata.distribution(todo.pop())
+        except metadata.PackageNotFoundError:  # an optional or platform-only dependency
+            continue
+        if dist.metadata["Name"].lower() in seen:
+            continue
+        seen.add(dist.metadata["Name"].lower())
+        todo += _requirements(dist)
+        base = Path(dist.locate_file(""))
+        tops = {Path(str(f)).parts[0] for f in dist.files or [] if not str(f).startswith("..")}
+        for top in tops:
+            if not (site / top).exists() and (base / top).exists():
+                (site / top).symlink_to(base / top)
+    return python
 
 
 @dataclass
@@ -126,6 +176,8 @@ class Host:
     root: Path
     marker: str
     netns: NetNS | None = None
+    python: str = sys.executable
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
 
     def start(self, client_pub: str) -> "Host":
@@ -143,8 +195,8 @@ class Host:
             f"Subsystem sftp {SFTP_SERVER}",
             # PYENV_REHASH_TIMEOUT: a login's ~/.bashrc may run `pyenv init`, whose rehash waits up
             # to 60 s for a lock that a session killed with its host can leave behind.
-            f"SetEnv LAUNCH_PYTHON={sys.executable} LAUNCH_REMOTE_ROOT={self.root} {MARKER}={self.marker}"
-            " PYENV_REHASH_TIMEOUT=1",
+            f"SetEnv LAUNCH_PYTHON={self.python} LAUNCH_REMOTE_ROOT={self.root} {MARKER}={self.marker}"
+            " PYENV_REHASH_TIMEOUT=1" + "".join(f" {k}={v}" for k, v in self.env.items()),
             ""]))
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         cmd = [SSHD, "-D", "-e", "-f", str(self.dir / "sshd_config")]
@@ -238,7 +290,13 @@ class Lab:
     namespaces: list[NetNS] = field(default_factory=list)
     forwarders: list[Forwarder] = field(default_factory=list)
 
-    def add_host(self, name: str, *, netns: bool = False) -> Host:
+    def add_host(self, name: str, *, netns: bool = False, python: str | None = None,
+                 env: dict[str, str] | None = None, no_index: bool = False) -> Host:
+        """A started host; ``python`` is its image Python (default: this test run's), ``env``
+        more variables for its sessions; ``no_index``: in a network namespace, and its pip
+        without this machine's configuration (``NO_INDEX_ENV``)."""
+        netns = netns or no_index
+        env = {**(NO_INDEX_ENV if no_index else {}), **(env or {})}
         ns = NetNS.create(len(self.namespaces)) if netns else None
         if ns:
             self.namespaces.append(ns)
@@ -246,7 +304,8 @@ class Lab:
         port = 22 if ns else free_port()
         d = self.dir / name
         d.mkdir(parents=True)
-        host = Host(name, hostname, port, d, d / "root", f"{name}-{uuid.uuid4().hex[:8]}", ns)
+        host = Host(name, hostname, port, d, d / "root", f"{name}-{uuid.uuid4().hex[:8]}", ns,
+                    python or sys.executable, env)
         self.hosts[name] = host
         return host.start(Path(f"{self.key}.pub").read_text())
 
@@ -265,12 +324,15 @@ class Lab:
         self.monkeypatch.setenv("LAUNCH_SSH_CONFIG", str(cfg))
         return pools_file
 
-    def s3_endpoint_for(self, host: Host, s3_url: str) -> str:
+    def s3_endpoint_for(self, host: Host, s3_url: str, *others: Host) -> str:
         """An S3 endpoint that ``host`` (in its namespace) and this side both reach, through the
-        veth link only: dropping the link cuts the host off the store too."""
+        veth link only: dropping the link cuts the host off the store too. Hosts in ``others``
+        (each in its own namespace) get a route to it over their own link."""
         target = s3_url.split("//", 1)[1].rsplit(":", 1)
         fwd = Forwarder((host.netns.outer, 0), (target[0], int(target[1])))
         self.forwarders.append(fwd)
+        for other in others:
+            other.netns.exec("ip", "route", "add", f"{host.netns.outer}/32", "via", other.netns.outer)
         return f"http://{host.netns.outer}:{fwd.sock.getsockname()[1]}"
 
     def job_pids(self, run_id: str) -> list[int]:
@@ -309,6 +371,12 @@ def ssh_lab(tmp_path, client_key, monkeypatch):
         yield lab
     finally:
         lab.close()
+
+
+@pytest.fixture(scope="session")
+def image_python(tmp_path_factory) -> str:
+    """A GPU image's Python: torch, torchvision, numpy (and what they need), no boto3."""
+    return make_image_python(tmp_path_factory.mktemp("image") / "venv", ["torch", "torchvision", "numpy"])
 
 
 @pytest.fixture

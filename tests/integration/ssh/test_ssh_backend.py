@@ -199,3 +199,18 @@ def test_the_connection_reports_failures_precisely(duo):
     duo[0].kill()
     with pytest.raises(HostLostError):
         Remote(host, connect_timeout=1).open()
+
+
+def test_a_host_that_reaches_an_index_installs_what_it_lacks_from_it(ssh_lab, image_python):
+    """The image Python lacks boto3, matplotlib and rich; this host reads this machine's pip
+    configuration (its local indexes), so it installs them itself and no wheel is sent."""
+    host = ssh_lab.add_host("host-a", python=image_python)
+    ssh_lab.write_pool("one", ["host-a"])
+    be = backend("one")
+    h = be.provision(ProvisionRequest("job-1", 1, "ssh/one"))
+    be.bootstrap(h)
+    assert h["nodes"][0]["bootstrap"] == "ran" and "wheels" not in h["nodes"][0]
+    assert not (host.root / "wheels").exists()
+    site = next((host.root / "venv/lib").glob("python3*/site-packages"))
+    assert {"boto3", "matplotlib", "rich"} <= {p.name for p in site.iterdir()}
+    be.terminate(h)

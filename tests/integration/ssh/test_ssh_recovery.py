@@ -127,3 +127,41 @@ def test_down_mid_run_leaves_no_process_and_no_secret(duo, launch_cli, ssh_lab, 
             if f.is_file() and not f.is_symlink() and f.name != "secrets.json":
                 data = f.read_bytes()
                 assert not any(s in data for s in secrets), f"a secret leaked into {f}"
+
+
+def test_recovery_on_hosts_without_a_package_index(ssh_lab, image_python, s3_server, monkeypatch, launch_cli,
+                                                   tmp_path, launch_home):
+    """Two air-gapped hosts: an image Python with torch, torchvision and numpy but no boto3, and
+    no route to any package index (each in its own network namespace, its only link the one to
+    us). The bootstrap brings the missing packages as wheels from here; the job loses host-a and
+    resumes on host-b from the store, reached over those links too."""
+    s3_server.use(monkeypatch)
+    a = ssh_lab.add_host("host-a", python=image_python, no_index=True)
+    b = ssh_lab.add_host("host-b", python=image_python, no_index=True)
+    ssh_lab.write_pool("air", ["host-a", "host-b"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", ssh_lab.s3_endpoint_for(a, s3_server.endpoint_url, b))
+    assert subprocess.run([image_python, "-c", "import boto3"], capture_output=True).returncode != 0
+    job, run_id = submit(launch_cli, toy_task(tmp_path), "air", s3_server.make_bucket())
+
+    wait_for(lambda: "step 12 " in store_log(run_id) or job_ended(job), 180, "attempt 1's log with step 12")
+    assert not job_ended(job), launch_cli.status(job)  # e.g. FAILED: the bootstrap could not install boto3
+    a.kill()
+    assert wait_for(lambda: job_ended(job), 240, "the job to end").state == "SUCCEEDED", launch_cli.status(job)
+    attempts = st.State().attempts(job)
+    assert [(x.host, x.state) for x in attempts] == [("host-a", "PREEMPTED"), ("host-b", "SUCCEEDED")]
+    assert "resumed at step" in run_log(b, run_id, 2)
+    assert launch_cli("logs", str(job)).stdout.split("final digest")[-1].split()[0] == \
+        toy_digest(STEPS, tmp_path / "clean")
+
+    # Built once here, sent to both hosts, installed there from those files alone.
+    sets = list((launch_home / "wheels").glob("*/*/COMPLETE"))
+    assert len(sets) == 1 and sets[0].parent.joinpath("requirements.txt").read_text().split() == \
+        ["boto3", "matplotlib", "rich"]
+    for host in (a, b):
+        sent = {p.name for p in (host.root / "wheels" / sets[0].parent.name).glob("*.whl")}
+        assert any(n.startswith("boto3-") for n in sent) and any(n.startswith("rich-") for n in sent)
+    # And the hosts really reach no index: pip on host-b cannot fetch a single file.
+    offline = subprocess.run(["ip", "netns", "exec", b.netns.name, "env", *(f"{k}={v}" for k, v in b.env.items()),
+                              str(b.root / "venv/bin/python"), "-m", "pip", "download", "--no-deps", "--retries", "0",
+                              "--timeout", "3", "-d", str(tmp_path / "dl"), "six"], capture_output=True, text=True)
+    assert offline.returncode != 0, offline.stdout

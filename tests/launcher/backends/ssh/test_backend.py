@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from launcher.backends import get_backend
-from launcher.backends.base import RunState
+from launcher.backends.base import RunSpec, RunState
 from launcher.backends.ssh.backend import SSHBackend, gpus_per_node
 from launcher.backends.ssh.client import CommandTimeout, Result, Unreachable
 from launcher.backends.ssh.leases import Leases
@@ -37,6 +37,9 @@ class ScriptedRemote:
         if isinstance(item, Exception):
             raise item
         return Result(0, item, "")
+
+    def put_bytes(self, path, data, mode=0o644):
+        self.commands.append(f"put {path}")
 
     def close(self):
         pass
@@ -118,6 +121,25 @@ def test_the_probe_gets_no_more_time_than_the_grace_has_left(pool, tmp_path):
     clock.now += 5.2
     be.poll(h)
     assert timeouts[0] == 3.0 and timeouts[1] == pytest.approx(0.8)
+
+
+def test_a_relaunch_on_the_same_host_gets_a_fresh_grace(pool, tmp_path):
+    """Attempt 1 was polled long ago (then killed); attempt 2 starts on the same host: its first
+    probe has the full time, and a slow first answer is not a lost host."""
+    clock = Clock()
+    be, remote = backend_with(["ALIVE", "", "4242", CommandTimeout("slow"), "ALIVE"], clock, tmp_path, grace=6)
+    timeouts = []
+    remote.run = lambda cmd, timeout, **kw: (timeouts.append(timeout), ScriptedRemote.run(remote, cmd))[1]
+    first = handle("10.9.9.1")
+    assert be.poll(first).state is RunState.RUNNING
+    clock.now += 30  # the kill, the back-off, provisioning and bootstrap of attempt 2
+    second = {**handle("10.9.9.1"), "attempt": 2}
+    be.start_run(second, RunSpec(job_id="job-1", attempt=2, run="true"))
+    assert second["nodes"][0]["agent_pid"] == 4242
+    clock.now += 1
+    assert be.poll(second).state is RunState.RUNNING
+    assert timeouts[-1] == 3.0
+    assert be.poll(second).state is RunState.RUNNING
 
 
 def test_a_lost_worker_node_preempts_the_attempt(pool, tmp_path):
