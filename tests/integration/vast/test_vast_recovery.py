@@ -11,6 +11,7 @@ whose offers rent real sshd hosts; checkpoints and logs go through a real S3 ser
 
 from __future__ import annotations
 
+from pathlib import Path
 import subprocess
 import time
 
@@ -18,27 +19,13 @@ import pytest
 
 from launcher import state as st
 from launcher.backends.vast.ledger import Ledger
-from launcher.store import NotFound, open_store
-from launcher.testing import toy_digest, wait_for
+from launcher.store import open_store
+from launcher.testing import load_by_path, toy_digest, wait_for
 
 pytestmark = pytest.mark.integration
 
-STEPS = 40
-TOY = f"python -m launcher.testing toy --steps {STEPS} --step-time 0.2"
-
-
-def toy_task(tmp_path, spot=True):
-    p = tmp_path / "toy.yaml"
-    p.write_text(f"name: toy\nresources:\n  accelerators: RTX4090:1\n  use_spot: {str(spot).lower()}\n"
-                 f"  disk_size: 40\nrun: {TOY}\n")
-    return p
-
-
-def store_log(job: st.Job, attempt: int) -> str:
-    try:
-        return open_store(job.store_uri).get_bytes(f"logs/attempt-{attempt}.log").decode(errors="replace")
-    except NotFound:
-        return ""
+jobs = load_by_path(Path(__file__).with_name("jobs.py"))
+STEPS, toy_task, store_log = jobs.STEPS, jobs.toy_task, jobs.store_log
 
 
 def up(vast, task) -> st.Job:

@@ -13,32 +13,19 @@ listing right after create, late status reports, 25-row pages), whose offers ren
 
 from __future__ import annotations
 
+from pathlib import Path
 import time
 
 import pytest
 
 from launcher import state as st
 from launcher.backends.vast.ledger import Ledger
-from launcher.store import NotFound, open_store
-from launcher.testing import toy_digest, wait_for
+from launcher.testing import load_by_path, toy_digest, wait_for
 
 pytestmark = pytest.mark.integration
 
-STEPS = 40
-TOY = f"python -m launcher.testing toy --steps {STEPS} --step-time 0.2"
-
-
-def toy_task(tmp_path):
-    p = tmp_path / "toy.yaml"
-    p.write_text(f"name: toy\nresources:\n  accelerators: RTX4090:1\n  use_spot: true\n  disk_size: 40\nrun: {TOY}\n")
-    return p
-
-
-def store_log(job: st.Job, attempt: int) -> str:
-    try:
-        return open_store(job.store_uri).get_bytes(f"logs/attempt-{attempt}.log").decode(errors="replace")
-    except NotFound:
-        return ""
+jobs = load_by_path(Path(__file__).with_name("jobs.py"))
+STEPS, toy_task, store_log = jobs.STEPS, jobs.toy_task, jobs.store_log
 
 
 def test_a_504_create_a_late_outbid_and_paged_listing_still_end_in_success(vast, tmp_path):
