@@ -138,7 +138,8 @@ STRICTER = {
 }
 # Ours takes, SkyPilot refuses: on purpose (see task_rules.storage_spec).
 LOOSER = [({"file_mounts": {"/checkpoints": {"source": "s3://b/prefix", "mode": "MOUNT_CACHED"}}},
-           "the design declares the checkpoint store as a bucket prefix; our backends sync it")]
+           "the design declares the checkpoint store as a bucket prefix; our backends sync it, and "
+           "the SkyPilot backend mounts the bucket's root and links the path to the folder")]
 
 
 def _case(field: str, value) -> dict:

@@ -17,6 +17,12 @@ The task's own YAML is SkyPilot's format, so the mapping is mostly a pass-throug
   declared mount is left alone (the job's prefix is then a folder inside it). A ``file://`` store
   is not mounted: it is used in place, which works where the nodes share that filesystem (a Slurm
   cluster's shared home, a one-machine cluster).
+* **Mounts of a folder in a bucket.** SkyPilot mounts (``MOUNT``, ``MOUNT_CACHED``) only whole
+  buckets: ``s3://bucket/prefix`` is refused when the job launches (``StorageModeError``), yet it is
+  how a task names its data or checkpoint folder, and how our store names a job. Such a mount
+  becomes the bucket's root mounted under ``/launch-buckets/`` plus a symbolic link from the task's
+  path to the folder in it, made at the start of ``setup`` and of ``run`` (with ``sudo -n`` where the
+  parent folder is not writable); the contract's paths point into the mount itself.
 * **The contract's environment.** ``LAUNCH_JOB_ID`` (our run id, stable across SkyPilot's
   recoveries *and* our own relaunches; SkyPilot's ``SKYPILOT_TASK_ID`` is there as well),
   ``LAUNCH_ATTEMPT``, ``LAUNCH_CHECKPOINT_DIR`` (``<mount>/ckpt``, the store layout's ``ckpt/``),
@@ -44,6 +50,12 @@ from launcher.backends.base import BackendError, RunSpec
 from launcher.task import Task
 
 MOUNT_MODE = "MOUNT_CACHED"
+MOUNTED_MODES = ("MOUNT", "MOUNT_CACHED")
+# Where whole buckets are mounted when the task names a folder in one (see the module's notes).
+BUCKET_ROOTS = "/launch-buckets"
+# Schemes whose MOUNT SkyPilot refuses below the bucket (hf:// and https:// mount sub-paths;
+# cos:// carries its region in the path and is left to SkyPilot).
+_ROOT_ONLY_SCHEMES = ("s3", "gs", "r2", "oci", "nebius", "cw", "vastdata")
 # Infra strings that leave the choice of cloud to SkyPilot.
 UNPINNED_INFRAS = ("skypilot", "sky")
 EXIT_CODE_SUFFIX = ".exit_code"
@@ -129,6 +141,58 @@ def store_mount(file_mounts: dict[str, Any], store_uri: str) -> tuple[dict[str, 
                        f"job's store is {store_uri}: drop --store/LAUNCH_STORE or the task's mount")
 
 
+def bucket_root_mounts(mounts: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """``(mounts, links)``: every MOUNT/MOUNT_CACHED of a folder inside a bucket replaced by the
+    bucket's root mounted under ``BUCKET_ROOTS`` (one per bucket and mode), and the
+    ``(path, folder in the root mount)`` links that stand in for the original mounts."""
+    out: dict[str, Any] = {}
+    links: list[tuple[str, str]] = []
+    for dst, m in mounts.items():
+        source = m.get("source") if isinstance(m, dict) else None
+        mode = str(m.get("mode") or "MOUNT").upper() if isinstance(m, dict) else ""
+        scheme, sep, rest = source.partition("://") if isinstance(source, str) else ("", "", "")
+        bucket, _, sub = rest.partition("/")
+        sub = sub.strip("/")
+        if (mode not in MOUNTED_MODES or not sep or scheme.lower() not in _ROOT_ONLY_SCHEMES
+                or not sub or not bucket or "$" in bucket):
+            out[dst] = m
+            continue
+        root = f"{BUCKET_ROOTS}/{scheme.lower()}-{bucket}" + ("-cached" if mode == "MOUNT_CACHED" else "")
+        out[root] = {**m, "source": f"{scheme}://{bucket}", "mode": mode}
+        links.append((dst, f"{root}/{sub}"))
+    return out, links
+
+
+def link_script(links: list[tuple[str, str]]) -> str:
+    """Bash that makes each ``path -> folder`` link (an empty folder in the way is removed; a
+    non-empty one is an error naming it)."""
+    if not links:
+        return ""
+
+    def q(path: str) -> str:
+        return '"$HOME"' + shlex.quote(path[1:]) if path.startswith("~/") else shlex.quote(path)
+
+    lines = ['_launch_link() {',
+             '  mkdir -p "$1" 2>/dev/null || true',
+             '  if [ -e "$2" ] && [ ! -L "$2" ] && ! rmdir "$2" 2>/dev/null; then',
+             '    echo "launch: $2 exists and is not empty: cannot point it at $1" >&2; return 1; fi',
+             '  local parent; parent=$(dirname "$2")',
+             '  if mkdir -p "$parent" 2>/dev/null && [ -w "$parent" ]; then ln -sfn "$1" "$2"',
+             '  else sudo -n mkdir -p "$parent" && sudo -n ln -sfn "$1" "$2"; fi',
+             '}']
+    lines += [f"_launch_link {q(target)} {q(dst)} || exit 1" for dst, target in links]
+    return "\n".join(lines)
+
+
+def _through_links(path: str, links: list[tuple[str, str]]) -> str:
+    """``path`` with a linked prefix replaced by the folder it links to."""
+    for dst, target in links:
+        d = dst.rstrip("/")
+        if path == d or path.startswith(d + "/"):
+            return target + path[len(d):]
+    return path
+
+
 # --- the run ----------------------------------------------------------------------------------
 
 
@@ -157,12 +221,12 @@ _MOVE_OUTPUTS = (
     f'cp -r "$f" "$LAUNCH_OUTPUT_DIR/{contract.OUTPUTS_PREFIX}" && rm -rf "$f";; esac; done')
 
 
-def wrap_run(run: str) -> str:
+def wrap_run(run: str, prologue: str = "") -> str:
     """The task's ``run``, with its output also written to the store's ``logs/attempt-N.log``
     (by node 0), its exit code next to it, ``DONE`` once it exited 0, and the trainer's results
-    moved into ``outputs/``, as the agent does."""
+    moved into ``outputs/``, as the agent does; ``prologue`` (the mount links) runs first."""
     logs = f'"$LAUNCH_OUTPUT_DIR/{contract.LOGS_PREFIX}attempt-$LAUNCH_ATTEMPT'
-    return "\n".join([
+    return "\n".join(([prologue] if prologue else []) + [
         f'mkdir -p "${contract.ENV_CHECKPOINT_DIR}" "$LAUNCH_OUTPUT_DIR/{contract.LOGS_PREFIX}"',
         'if [ "${SKYPILOT_NODE_RANK:-0}" = 0 ]; then',
         f'  bash -c {shlex.quote(run)} 2>&1 | tee -a {logs}.log"',
@@ -187,19 +251,22 @@ def for_attempt(task: Task | None, spec: RunSpec, *, option: dict[str, Any], inf
         block = with_preemption_recovery(block)
     declared = _local_paths_resolved(task) if task is not None else {}
     mounts, job_dir = store_mount(declared, spec.store_uri)
+    mounts, links = bucket_root_mounts(mounts)
+    job_dir = _through_links(job_dir, links)
     if not spec.store_uri:
         job_dir = ".launch"  # no store: next to the code, for this machine only
     envs = {**spec.envs, **contract_envs(spec, job_dir)}
+    prologue = link_script(links)
     config: dict[str, Any] = {"name": name, "num_nodes": num_nodes, "resources": block,
-                              "envs": envs, "run": wrap_run(spec.run)}
+                              "envs": envs, "run": wrap_run(spec.run, prologue)}
     if spec.secrets:
         config["secrets"] = dict(spec.secrets)
     if mounts:
         config["file_mounts"] = mounts
     if workdir:
         config["workdir"] = workdir
-    if spec.setup:
-        config["setup"] = spec.setup
+    if spec.setup or prologue:
+        config["setup"] = "\n".join(part for part in (prologue, spec.setup) if part)
     return SkyLaunch(config=config, managed=managed, checkpoint_dir=envs[contract.ENV_CHECKPOINT_DIR],
                 output_dir=envs[contract.ENV_OUTPUT_DIR])
 

@@ -48,7 +48,12 @@ def test_every_bundled_task_becomes_a_valid_sky_task():
         sky_task.expand_and_validate_workdir()
         sky_task.expand_and_validate_file_mounts()
         assert sky_task.run and sky_task.num_nodes == task.num_nodes, path
-        assert contract.CHECKPOINT_MOUNT in sky_task.storage_mounts, path
+        assert p.checkpoint_dir.startswith(mapping.BUCKET_ROOTS + "/"), path
+        # SkyPilot's launch-time check of each mount's source (it refuses a folder in a bucket).
+        from sky.data.storage import Storage
+
+        for storage in sky_task.storage_mounts.values():
+            Storage._validate_source(storage.source, storage.mode, False)
 
 
 def test_spot_becomes_a_managed_job_with_recovery_passed_through():
@@ -108,21 +113,66 @@ def test_the_job_infra_pins_every_option_and_skypilot_leaves_them_open():
     assert [str(r.cloud) for r in open_.resources] == ["AWS", "GCP"]
 
 
-def test_store_is_mounted_cached_at_checkpoints_when_absent():
+ROOT_CACHED = mapping.BUCKET_ROOTS + "/s3-bucket-cached"
+
+
+def test_store_is_mounted_cached_when_absent_as_the_bucket_root_and_a_link():
     p, t = build("run: x")
-    storage = t.storage_mounts[contract.CHECKPOINT_MOUNT]
-    assert storage.source == STORE and storage.mode.value == mapping.MOUNT_MODE
-    assert t.envs[contract.ENV_CHECKPOINT_DIR] == "/checkpoints/ckpt"
-    assert t.envs[contract.ENV_OUTPUT_DIR] == "/checkpoints"
+    # SkyPilot mounts whole buckets only: the bucket's root, and /checkpoints linked to the job.
+    (root,) = t.storage_mounts
+    storage = t.storage_mounts[root]
+    assert root == ROOT_CACHED and storage.source == "s3://bucket" and storage.mode.value == mapping.MOUNT_MODE
+    assert t.envs[contract.ENV_OUTPUT_DIR] == ROOT_CACHED + "/runs/qs-1a2b3c4d"
+    assert t.envs[contract.ENV_CHECKPOINT_DIR] == ROOT_CACHED + "/runs/qs-1a2b3c4d/ckpt"
+    link = f"_launch_link {ROOT_CACHED}/runs/qs-1a2b3c4d /checkpoints"
+    assert link in t.run and link in t.setup
 
 
-def test_a_declared_checkpoint_mount_is_left_alone():
+def test_a_store_at_a_bucket_root_is_mounted_as_it_is():
+    p, t = build("run: x", store_uri="s3://bucket")
+    assert t.storage_mounts[contract.CHECKPOINT_MOUNT].source == "s3://bucket"
+    assert t.envs[contract.ENV_CHECKPOINT_DIR] == "/checkpoints/ckpt" and "_launch_link" not in t.run
+
+
+def test_a_declared_checkpoint_mount_keeps_its_mode_and_holds_the_job():
     text = "file_mounts:\n  /checkpoints:\n    source: s3://bucket/runs\n    mode: MOUNT\nrun: x"
     p, t = build(text)
-    storage = t.storage_mounts[contract.CHECKPOINT_MOUNT]
-    assert storage.source == "s3://bucket/runs" and storage.mode.value == "MOUNT"
+    storage = t.storage_mounts[mapping.BUCKET_ROOTS + "/s3-bucket"]
+    assert storage.source == "s3://bucket" and storage.mode.value == "MOUNT"
     # The job's prefix is a folder inside the declared mount.
-    assert t.envs[contract.ENV_CHECKPOINT_DIR] == "/checkpoints/qs-1a2b3c4d/ckpt"
+    assert t.envs[contract.ENV_CHECKPOINT_DIR] == mapping.BUCKET_ROOTS + "/s3-bucket/runs/qs-1a2b3c4d/ckpt"
+    assert f"_launch_link {mapping.BUCKET_ROOTS}/s3-bucket/runs /checkpoints" in t.run
+
+
+def test_data_and_checkpoints_in_one_bucket_share_a_root_per_mode():
+    text = ("file_mounts:\n  /data:\n    source: s3://bucket/imagenet\n    mode: MOUNT\n"
+            "  ~/cache:\n    source: s3://bucket/cache\n    mode: MOUNT_CACHED\n"
+            "  /raw:\n    source: s3://bucket/raw\n    mode: COPY\nrun: x")
+    p, t = build(text)
+    assert set(t.storage_mounts) == {mapping.BUCKET_ROOTS + "/s3-bucket", ROOT_CACHED, "/raw"}
+    assert t.storage_mounts["/raw"].source == "s3://bucket/raw"  # COPY takes a folder as it is
+    assert f'_launch_link {ROOT_CACHED}/cache "$HOME"/cache' in t.run
+
+
+def test_link_script_points_each_path_at_its_folder_and_refuses_a_full_folder(tmp_path):
+    import subprocess
+
+    root = tmp_path / "root"
+    (root / "imagenet").mkdir(parents=True)
+    (root / "imagenet" / "x").write_text("1")
+    (tmp_path / "empty").mkdir()
+    script = mapping.link_script([(str(tmp_path / "a/data"), str(root / "imagenet")),
+                                  (str(tmp_path / "empty"), str(root / "new/job"))])
+    assert subprocess.run(["bash", "-c", script]).returncode == 0
+    assert (tmp_path / "a/data/x").read_text() == "1" and (tmp_path / "empty").is_symlink()
+    assert (root / "new/job").is_dir()  # a job's folder that did not exist yet
+    assert subprocess.run(["bash", "-c", script]).returncode == 0  # a second run (setup, then run)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "f").write_text("keep")
+    bad = subprocess.run(["bash", "-c", mapping.link_script([(str(tmp_path / "full"), str(root / "imagenet"))])],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "exists and is not empty" in bad.stderr
+    assert (tmp_path / "full" / "f").read_text() == "keep"
 
 
 def test_a_declared_mount_elsewhere_than_the_store_is_refused():
@@ -133,8 +183,8 @@ def test_a_declared_mount_elsewhere_than_the_store_is_refused():
 
 def test_other_file_mounts_pass_through():
     p, t = build("file_mounts:\n  /data: s3://bucket/data\nrun: x")
-    assert t.file_mounts == {"/data": "s3://bucket/data"}
-    assert set(t.storage_mounts) == {contract.CHECKPOINT_MOUNT}
+    assert t.file_mounts == {"/data": "s3://bucket/data"}  # a COPY: SkyPilot takes folders there
+    assert set(t.storage_mounts) == {ROOT_CACHED}
 
 
 def test_relative_local_mounts_are_relative_to_the_yaml(tmp_path):
