@@ -50,25 +50,38 @@ def is_supervised(job_id: int) -> bool:
     return False
 
 
-SECRETS_ENV = "LAUNCH_JOB_SECRETS"
-
-
 def spawn_supervisor(job_id: int, secrets: dict[str, str] | None = None) -> int:
     """Start ``python -m launcher.supervisor JOB`` detached (own session, no terminal).
 
-    The job's secret values reach it in its environment (not its command line, so not in
-    ``ps``), and it removes them from its environment at once; they are never stored. A
-    supervisor restarted later takes them from the restarting command's environment."""
+    The job's secret values reach it through a pipe on its standard input, read once at start:
+    not its command line (``ps``) and not its environment (``/proc/PID/environ`` keeps a process's
+    first environment even after it unsets a variable). They are never stored. A supervisor
+    restarted later takes them from the restarting command's environment. The task's secret
+    variables are left out of the environment it inherits (the store's keys stay: it uses them)."""
+    from launcher.supervisor import STORE_CREDENTIAL_VARS
+
     logs = st.launch_home() / "supervisors"
     logs.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    if secrets:
-        env[SECRETS_ENV] = json.dumps(secrets)
+    env = {k: v for k, v in os.environ.items() if k not in (secrets or {}) or k in STORE_CREDENTIAL_VARS}
     with open(logs / f"job-{job_id}.log", "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "launcher.supervisor", str(job_id)],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd=str(st.launch_home()), env=env)
+    try:
+        proc.stdin.write(json.dumps(secrets or {}).encode())
+        proc.stdin.close()
+    except BrokenPipeError:  # it exited at once (another supervisor holds the job)
+        pass
     return proc.pid
+
+
+def read_secrets(stream) -> dict[str, str]:
+    """The secrets ``spawn_supervisor`` wrote to the supervisor's standard input (none from a
+    terminal: a supervisor started by hand is not waited on for input)."""
+    if stream is None or stream.isatty():
+        return {}
+    text = stream.read()
+    return json.loads(text) if text.strip() else {}
 
 
 def ensure_supervisors(state: st.State) -> list[int]:

@@ -302,10 +302,10 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     job_id = int(argv[0])
+    secrets = daemon.read_secrets(sys.stdin)
     lock = daemon.acquire_lock(job_id, wait=3.0)
     if lock is None:
         return 0  # another supervisor holds the job
-    secrets = json.loads(os.environ.pop(daemon.SECRETS_ENV, "") or "{}")
     state = st.State()
     job = state.job(job_id)
     if job.terminal:

@@ -135,6 +135,12 @@ def test_no_credential_is_written_anywhere(ssh_lab, moto_store, launch_cli, laun
     assert [hits(proc_file(p, "environ"), needles) for p in agents] == [[]] * len(agents)
     assert any(token in hits(proc_file(p, "environ"), needles) for p in runs)
     assert hits(launch_cli("status", "--json").stdout.encode(), needles) == []
+    # The supervisor got the task's secrets on a pipe: its environment (which /proc keeps as it
+    # was at exec) holds none of them; the store keys it inherits from this shell are its own.
+    home = f"LAUNCH_HOME={launch_home}\x00".encode()
+    sups = [int(p) for p in os.listdir("/proc") if p.isdigit()
+            and b"launcher.supervisor\x00" in proc_file(int(p), "cmdline") and home in proc_file(int(p), "environ")]
+    assert sups and [hits(proc_file(p, "environ"), [token.encode(), notify.encode()]) for p in sups] == [[]]
 
     final = wait_for(lambda: st.State().job(job.id).terminal and st.State().job(job.id), 180, "the job to end")
     assert final.state == "SUCCEEDED", launch_cli.status(job.id)
