@@ -33,7 +33,9 @@ class Event:
     reason: str = ""
     option: int = 0  # index of the resources option the attempt ran on
     ran_for: float = 0.0  # seconds the run went on before it ended
-    final: bool = False  # the provider's own recovery already gave up on it (SkyPilot managed jobs)
+    final: bool = False  # no relaunch can help: the provider's own recovery already gave up on it
+    # (SkyPilot managed jobs), or the credentials were refused
+    final_note: str = "the provider's recovery already gave up"  # appended to the reason, if any
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,8 @@ def decide(event: Event, history: History, policy: Policy) -> Action:
     if event.outcome is Outcome.SUCCEEDED:
         return Action(relaunch=False, final_state="SUCCEEDED", reason="run exited 0")
     if event.final and event.outcome is not Outcome.PREEMPTED:
-        return Action(relaunch=False, final_state="FAILED",
-                      reason=f"{event.reason or event.outcome.value} (the provider's recovery already gave up)")
+        note = f" ({event.final_note})" if event.final_note else ""
+        return Action(relaunch=False, final_state="FAILED", reason=f"{event.reason or event.outcome.value}{note}")
     if event.outcome is Outcome.FAILED:
         recoverable = event.exit_code is not None and event.exit_code in policy.recover_on_exit_codes
         used = sum(1 for e in history.events if e.outcome is Outcome.FAILED

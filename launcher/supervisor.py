@@ -172,7 +172,7 @@ class Supervisor:
             return Event(Outcome.NO_CAPACITY, reason=str(e), option=option)
         except CredentialsError as e:  # no retry can help: the job fails now, saying why
             self._end_attempt(n, {"option": option}, "SETUP_FAILED", str(e))
-            return Event(Outcome.SETUP_FAILED, reason=str(e), option=option, final=True)
+            return Event(Outcome.SETUP_FAILED, reason=str(e), option=option, final=True, final_note="")
         handle["option"] = option
         self.state.set_attempt(self.job_id, n, handle=handle, host=handle.get("host", ""),
                                price_per_hour=self.backend.cost_per_hour(handle))

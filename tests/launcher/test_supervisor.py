@@ -64,6 +64,21 @@ def test_an_error_the_provider_already_retried_is_not_retried_again():
     assert "already gave up" in state.job(job.id).reason
 
 
+def test_refused_credentials_fail_the_job_at_once_saying_only_why():
+    from launcher.backends.base import CredentialsError
+
+    state = st.State()
+    job, sup, backend, _ = make(state, ["succeeded"], errors=3)
+
+    def refuse(req):
+        raise CredentialsError("the provider refused the API key (HTTP 401): set VAST_API_KEY")
+
+    backend.provision = refuse
+    assert sup.run() == st.FAILED
+    assert states(state, job) == ["SETUP_FAILED"]  # no retry: none can fix a refused key
+    assert state.job(job.id).reason == "the provider refused the API key (HTTP 401): set VAST_API_KEY"
+
+
 def test_no_capacity_fails_over_to_next_option_with_backoff():
     state = st.State()
     extra = "  any_of:\n    - accelerators: V100:1\n    - accelerators: A6000:1"
