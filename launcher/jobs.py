@@ -12,13 +12,16 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launcher import chaos, daemon, state as st, task_rules
 from launcher.contract import CHECKPOINT_MOUNT
 from launcher.errors import InfraError, LaunchError, TaskError
-from launcher.task import Task, load_task, parse_env_overrides
-from launcher.task_checks import check_local_paths, check_placement
+
+if TYPE_CHECKING:
+    from launcher.task import Task
+# launcher.task (pydantic) and task_checks are imported where a task is read, so that
+# `launch status` (describe) starts without them.
 
 
 @dataclass
@@ -35,6 +38,8 @@ class Submission:
 def resolve_secrets(task: Task, flags: tuple[str, ...] = ()) -> dict[str, str]:
     """Secret values: ``--secret KEY=VALUE`` > the environment's KEY > the YAML's value.
     They are handed to the supervisor in memory and never written to the state."""
+    from launcher.task import parse_env_overrides
+
     given = parse_env_overrides(flags, what="--secret")
     unknown = sorted(set(given) - set(task.secrets))
     if unknown:
@@ -125,6 +130,9 @@ def _checked_infra(infra: str | None) -> str | None:
 def prepare(task_path: str, *, infra: str | None = None, store: str | None = None,
             envs: tuple[str, ...] = (), chaos_spec: str | None = None, name: str | None = None,
             secrets: tuple[str, ...] = ()) -> Submission:
+    from launcher.task import load_task, parse_env_overrides
+    from launcher.task_checks import check_local_paths, check_placement
+
     overrides = parse_env_overrides(envs)
     task = load_task(task_path, env_overrides=overrides)
     if not task.run:
