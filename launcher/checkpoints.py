@@ -8,6 +8,14 @@ preemption at any moment leaves either a whole checkpoint or one that every read
     upload_checkpoint(store, "/ckpt/step-00001200")      # after the trainer committed it locally
     download_latest(store, "/ckpt")                       # highest step that verifies, or None
     apply_retention(store, keep_last=3)                   # plus the best, plus orphan clean-up
+
+**Unchanged files are not uploaded again.** A file whose sha256 and size equal a file of a complete
+checkpoint already in the store (frozen weights, a data-set index) is not sent: the uploaded
+manifest's ``stored`` map names where its content is, ``{"frozen.pt": "step-00000100/frozen.pt"}``
+(keys under ``ckpt/``, always the first upload of that content). Downloads fetch it from there and
+verify its sha256 like every other file; retention keeps a file as long as a kept manifest names
+it. The local copy's manifest is the trainer's own (no ``stored`` map). Files go up and down on
+``LAUNCH_S3_FILE_WORKERS`` threads (default 8), the manifest always last.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import logging
 import os
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +34,37 @@ from launcher import contract
 from launcher.store.base import NotFound, ObjectStore, StoreError, join_key
 
 log = logging.getLogger(__name__)
+
+STORED = "stored"  # manifest key: {file: key under ckpt/ where an earlier upload holds its content}
+
+
+def file_workers() -> int:
+    try:
+        return max(1, int(os.environ.get("LAUNCH_S3_FILE_WORKERS", "8")))
+    except ValueError:
+        return 8
+
+
+def _each(fn, items: list) -> None:
+    """``fn`` over ``items`` on a few threads; the first error is raised once all are done."""
+    if len(items) <= 1:
+        for item in items:
+            fn(item)
+        return
+    with ThreadPoolExecutor(max_workers=min(file_workers(), len(items))) as pool:
+        for future in [pool.submit(fn, item) for item in items]:
+            future.result()
+
+
+def file_key(step: int, rel: str, manifest: dict[str, Any]) -> str:
+    """The store key (under the job's prefix) that holds checkpoint file ``rel`` of ``step``."""
+    ref = (manifest.get(STORED) or {}).get(rel)
+    return join_key(contract.CKPT_PREFIX, ref) if ref else join_key(step_prefix(step), rel)
+
+
+def local_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest as the trainer wrote it: without the store's ``stored`` map."""
+    return {k: v for k, v in manifest.items() if k != STORED}
 
 
 class CheckpointError(StoreError):
@@ -43,12 +83,15 @@ def step_prefix(step: int) -> str:
 
 
 # --- upload ---------------------------------------------------------------------------------------
-def upload_checkpoint(store: ObjectStore, local_step_dir: str | os.PathLike) -> RemoteCheckpoint:
+def upload_checkpoint(store: ObjectStore, local_step_dir: str | os.PathLike, *,
+                      reuse: bool = True) -> RemoteCheckpoint:
     """Upload a committed local checkpoint folder: its files, then ``MANIFEST.json`` last.
 
     The local folder must hold a manifest whose files are all present with their sizes. An
     earlier manifest of the same step in the store is deleted first, so the step never looks
-    complete while its files are being replaced. Safe to call twice."""
+    complete while its files are being replaced. With ``reuse``, files whose content a complete
+    checkpoint in the store already holds are named in the manifest's ``stored`` map instead of
+    sent again. Safe to call twice."""
     root = Path(local_step_dir)
     manifest = contract.verify_checkpoint(root, check_hash=False)
     if manifest is None:
@@ -59,11 +102,29 @@ def upload_checkpoint(store: ObjectStore, local_step_dir: str | os.PathLike) -> 
     manifest_key = join_key(prefix, contract.MANIFEST_NAME)
     if store.exists(manifest_key):  # checked first: a blind delete adds a marker when versioned
         store.delete(manifest_key)
-    for rel in sorted(manifest["files"]):
-        store.put_file(root / rel, join_key(prefix, rel))
-    store.put_bytes(manifest_key, json.dumps(manifest, indent=1, sort_keys=True).encode())
-    log.info("uploaded checkpoint step %d to %s/%s", step, store.uri, prefix)
-    return RemoteCheckpoint(step, prefix, manifest)
+    held = _content_index(store, skip=step) if reuse else {}
+    stored = {rel: held[(meta["sha256"], meta["size"])] for rel, meta in manifest["files"].items()
+              if (meta.get("sha256"), meta.get("size")) in held}
+    todo = sorted(rel for rel in manifest["files"] if rel not in stored)
+    _each(lambda rel: store.put_file(root / rel, join_key(prefix, rel)), todo)
+    remote = {**manifest, STORED: stored} if stored else manifest
+    store.put_bytes(manifest_key, json.dumps(remote, indent=1, sort_keys=True).encode())
+    log.info("uploaded checkpoint step %d to %s/%s (%d file(s) sent, %d already in the store)",
+             step, store.uri, prefix, len(todo), len(stored))
+    return RemoteCheckpoint(step, prefix, remote)
+
+
+def _content_index(store: ObjectStore, skip: int) -> dict[tuple[str, int], str]:
+    """``{(sha256, size): key under ckpt/}`` of every file of the complete checkpoints in the
+    store (other than step ``skip``), each pointing at the first upload of its content."""
+    index: dict[tuple[str, int], str] = {}
+    for ckpt in list_checkpoints(store):
+        if ckpt.step == skip:
+            continue
+        for rel, meta in ckpt.manifest["files"].items():
+            key = file_key(ckpt.step, rel, ckpt.manifest)[len(contract.CKPT_PREFIX):]
+            index.setdefault((meta.get("sha256"), meta.get("size")), key)
+    return index
 
 
 # --- listing ----------------------------------------------------------------------------------------
@@ -88,19 +149,33 @@ def _read_manifest(store: ObjectStore, step: int) -> dict[str, Any] | None:
     return m if isinstance(m.get("files"), dict) else None
 
 
-def _complete(manifest: dict[str, Any], sizes: dict[str, int]) -> bool:
-    return all(sizes.get(rel) == meta.get("size") for rel, meta in manifest["files"].items())
+def _split_ref(key: str) -> tuple[int | None, str]:
+    """``"step-00000100/a/b.pt"`` -> ``(100, "a/b.pt")``."""
+    head, _, rel = key.partition("/")
+    return contract.parse_step(head), rel
+
+
+def _complete(manifest: dict[str, Any], step: int, steps: dict[int, dict[str, int]]) -> bool:
+    stored = manifest.get(STORED) or {}
+    if not isinstance(stored, dict):
+        return False
+    for rel, meta in manifest["files"].items():
+        where, name = _split_ref(stored[rel]) if rel in stored else (step, rel)
+        if steps.get(where, {}).get(name) != meta.get("size"):
+            return False
+    return True
 
 
 def list_checkpoints(store: ObjectStore) -> list[RemoteCheckpoint]:
     """Every checkpoint whose manifest exists and whose listed files all exist with the listed
-    sizes, highest step first. (Hashes are checked on download, not here.)"""
+    sizes (where they are stored), highest step first. (Hashes are checked on download.)"""
     found = []
-    for step, sizes in sorted(_group_by_step(store).items(), reverse=True):
+    steps = _group_by_step(store)
+    for step, sizes in sorted(steps.items(), reverse=True):
         if contract.MANIFEST_NAME not in sizes:
             continue
         manifest = _read_manifest(store, step)
-        if manifest is not None and _complete(manifest, sizes):
+        if manifest is not None and _complete(manifest, step, steps):
             found.append(RemoteCheckpoint(step, step_prefix(step), manifest))
     return found
 
@@ -123,23 +198,30 @@ def download_checkpoint(store: ObjectStore, step: int, local_root: str | os.Path
         raise CheckpointError(f"no checkpoint at step {step} in {store.uri}")
     root = Path(local_root)
     final = root / contract.step_dirname(step)
-    if contract.verify_checkpoint(final) == manifest:
+    mine = local_manifest(manifest)
+    if contract.verify_checkpoint(final) == mine:
         return final
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{contract.step_dirname(step)}.partial-{uuid.uuid4().hex[:8]}"
+
+    def fetch(item: tuple[str, dict[str, Any]]) -> None:
+        rel, meta = item
+        target = tmp / rel
+        key = file_key(step, rel, manifest)
+        where = f"{rel} (stored with {key})" if rel in (manifest.get(STORED) or {}) else rel
+        try:
+            store.get_file(key, target)
+        except NotFound as e:
+            raise CheckpointError(f"checkpoint step {step} in {store.uri}: {where} is missing") from e
+        size = target.stat().st_size
+        if size != meta["size"] or contract.sha256_file(target) != meta["sha256"]:
+            raise CheckpointError(f"checkpoint step {step} in {store.uri}: {where} does not match "
+                                  f"its manifest (size {size}, expected {meta['size']}, or sha256)")
+
     try:
-        for rel, meta in sorted(manifest["files"].items()):
-            target = tmp / rel
-            try:
-                store.get_file(join_key(step_prefix(step), rel), target)
-            except NotFound as e:
-                raise CheckpointError(f"checkpoint step {step} in {store.uri}: {rel} is missing") from e
-            size = target.stat().st_size
-            if size != meta["size"] or contract.sha256_file(target) != meta["sha256"]:
-                raise CheckpointError(f"checkpoint step {step} in {store.uri}: {rel} does not match "
-                                      f"its manifest (size {size}, expected {meta['size']}, or sha256)")
+        _each(fetch, sorted(manifest["files"].items()))
         tmp.mkdir(parents=True, exist_ok=True)
-        contract.write_manifest(tmp, manifest)
+        contract.write_manifest(tmp, mine)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -190,13 +272,31 @@ def apply_retention(store: ObjectStore, keep_last: int, keep_best: bool = True) 
         keep.add(best)
     newest = complete[0].step
     complete_steps = {c.step for c in complete}
+    steps = _group_by_step(store)
     doomed = [c.step for c in complete if c.step not in keep]
-    doomed += [s for s in _group_by_step(store) if s not in complete_steps and s < newest]
+    doomed += [s for s in steps if s not in complete_steps and s < newest]
+    # Files a kept checkpoint's manifest names in its ``stored`` map outlive their own step.
+    needed: dict[int, set[str]] = {}
+    for c in complete:
+        if c.step in keep:
+            for ref in (c.manifest.get(STORED) or {}).values():
+                where, name = _split_ref(ref)
+                needed.setdefault(where, set()).add(name)
+    deleted = []
     for step in sorted(doomed):
-        store.delete(join_key(step_prefix(step), contract.MANIFEST_NAME))
-        store.delete_prefix(step_prefix(step) + "/")
+        files = set(steps.get(step, {}))
+        if step in needed and not files - needed[step]:
+            continue  # only content that kept checkpoints name is left here
+        if contract.MANIFEST_NAME in files:  # never blind: a versioned bucket would keep a marker
+            store.delete(join_key(step_prefix(step), contract.MANIFEST_NAME))
+        if step in needed:
+            for name in sorted(files - needed[step] - {contract.MANIFEST_NAME}):
+                store.delete(join_key(step_prefix(step), name))
+        else:
+            store.delete_prefix(step_prefix(step) + "/")
+        deleted.append(step)
         log.info("retention: deleted checkpoint step %d from %s", step, store.uri)
-    return sorted(doomed)
+    return deleted
 
 
 # --- logs and metrics ---------------------------------------------------------------------------

@@ -70,8 +70,73 @@ def test_manifest_is_uploaded_last(store, local):
     rec = Recording(store)
     ckpt = upload_checkpoint(rec, make_checkpoint(local, 120))
     assert ckpt.step == 120 and ckpt.prefix == "ckpt/step-00000120"
-    assert rec.written == ["ckpt/step-00000120/extra/rng.json", "ckpt/step-00000120/model.pt",
-                           "ckpt/step-00000120/MANIFEST.json"]
+    # The files go up on a few threads, in any order; the manifest always after all of them.
+    assert sorted(rec.written[:-1]) == ["ckpt/step-00000120/extra/rng.json", "ckpt/step-00000120/model.pt"]
+    assert rec.written[-1] == "ckpt/step-00000120/MANIFEST.json"
+
+
+def frozen_checkpoint(root, step, frozen: bytes):
+    """A checkpoint with a file that changes every step and one that never does."""
+    d = root / contract.step_dirname(step)
+    d.mkdir(parents=True)
+    (d / "model.pt").write_bytes(f"weights at {step}".encode() * 100)
+    (d / "frozen.pt").write_bytes(frozen)
+    contract.write_manifest(d, contract.build_manifest(d, step=step))
+    return d
+
+
+def test_an_unchanged_file_is_not_uploaded_again_and_resume_still_verifies_it(store, local, restored):
+    frozen = os.urandom(4096)
+    upload_checkpoint(store, frozen_checkpoint(local, 100, frozen))
+    rec = Recording(store)
+    ckpt = upload_checkpoint(rec, frozen_checkpoint(local, 200, frozen))
+    # One changed file, one upload (plus the manifest, last).
+    assert rec.written == ["ckpt/step-00000200/model.pt", "ckpt/step-00000200/MANIFEST.json"]
+    assert ckpt.manifest["stored"] == {"frozen.pt": "step-00000100/frozen.pt"}
+    # A third checkpoint points at the first upload of that content, not at a pointer.
+    third = upload_checkpoint(store, frozen_checkpoint(local, 300, frozen))
+    assert third.manifest["stored"] == {"frozen.pt": "step-00000100/frozen.pt"}
+    step, path = download_latest(store, restored)
+    assert step == 300 and (path / "frozen.pt").read_bytes() == frozen
+    # The local copy carries the trainer's own manifest, and it verifies.
+    assert contract.verify_checkpoint(path) == contract.read_manifest(local / "step-00000300")
+
+
+def test_a_corrupted_shared_file_is_caught_at_resume(store, local, restored):
+    frozen = os.urandom(4096)
+    upload_checkpoint(store, frozen_checkpoint(local, 100, frozen))
+    upload_checkpoint(store, frozen_checkpoint(local, 200, frozen))
+    store.put_bytes("ckpt/step-00000100/frozen.pt", b"Y" * len(frozen))  # same size, other bytes
+    with pytest.raises(CheckpointError, match=r"frozen.pt \(stored with ckpt/step-00000100/frozen.pt\) does not match"):
+        download_checkpoint(store, 200, restored)
+    # Both checkpoints share the damaged content: neither is used, nothing is left half-written.
+    assert download_latest(store, restored) is None and os.listdir(restored) == []
+
+
+def test_a_shared_file_missing_from_the_store_makes_the_checkpoint_incomplete(store, local):
+    frozen = os.urandom(4096)
+    upload_checkpoint(store, frozen_checkpoint(local, 100, frozen))
+    upload_checkpoint(store, frozen_checkpoint(local, 200, frozen))
+    store.delete("ckpt/step-00000100/frozen.pt")
+    assert [c.step for c in list_checkpoints(store)] == []
+
+
+def test_retention_keeps_a_shared_file_while_a_kept_checkpoint_names_it(store, local, restored):
+    frozen = os.urandom(4096)
+    for step in (100, 200, 300):
+        upload_checkpoint(store, frozen_checkpoint(local, step, frozen))
+    assert apply_retention(store, keep_last=1) == [100, 200]
+    assert [c.step for c in list_checkpoints(store)] == [300]
+    left = sorted(o.key for o in store.list("ckpt/"))
+    assert left == ["ckpt/step-00000100/frozen.pt", "ckpt/step-00000300/MANIFEST.json",
+                    "ckpt/step-00000300/model.pt"]
+    assert download_latest(store, restored)[0] == 300
+    assert apply_retention(store, keep_last=1) == []  # nothing more to delete while it is named
+    # Once no kept manifest names it, it goes too.
+    upload_checkpoint(store, frozen_checkpoint(local, 400, os.urandom(4096)))
+    assert apply_retention(store, keep_last=1) == [100, 300]
+    assert sorted(o.key for o in store.list("ckpt/")) == [
+        "ckpt/step-00000400/MANIFEST.json", "ckpt/step-00000400/frozen.pt", "ckpt/step-00000400/model.pt"]
 
 
 def test_reupload_hides_the_old_manifest_while_files_change(store, local):
