@@ -29,8 +29,10 @@ system-deps:
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
 
+# Every benchmark in bench/, its tables written to bench/RESULTS.md (the aws CLI is a peer there).
 bench: $(STAMP)
-	$(BIN)/python bench/imagenet_ast.py
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

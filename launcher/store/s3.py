@@ -28,9 +28,13 @@ from launcher.store.base import (
 )
 
 MiB = 1 << 20
-DEFAULT_MULTIPART_THRESHOLD = 64 * MiB
-DEFAULT_MULTIPART_CHUNKSIZE = 64 * MiB
+# Parts of 16 MiB keep a big file's download parallel (s3transfer grows the part size itself when
+# a file would need more than S3's 10,000 parts); 8 requests per file, and checkpoints move
+# several files at once (launcher.checkpoints), so the connection pool is sized for both.
+DEFAULT_MULTIPART_THRESHOLD = 16 * MiB
+DEFAULT_MULTIPART_CHUNKSIZE = 16 * MiB
 DEFAULT_MAX_CONCURRENCY = 8
+MAX_POOL_CONNECTIONS = 64
 # Every request is tried up to MAX_ATTEMPTS times (botocore's standard mode: throttling, 5xx,
 # resets and timeouts are retried with jittered exponential back-off). A stalled connection is
 # given up after READ_TIMEOUT seconds without a byte, an unanswered connect after CONNECT_TIMEOUT.
@@ -94,6 +98,7 @@ def client_config(endpoint_url: str | None, *, max_attempts: int | None = None,
         response_checksum_validation="when_required",
         s3={"addressing_style": "path"} if endpoint_url else {},
         retries={"total_max_attempts": attempts, "mode": "standard"},
+        max_pool_connections=MAX_POOL_CONNECTIONS,
         connect_timeout=connect_timeout or _env_number("LAUNCH_S3_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT),
         read_timeout=read_timeout or _env_number("LAUNCH_S3_READ_TIMEOUT", DEFAULT_READ_TIMEOUT),
     )
