@@ -1,4 +1,5 @@
-"""The raw Kaggle API calls, on the ``kaggle`` SDK: push a kernel version, read its status.
+"""The raw Kaggle API calls, on the ``kaggle`` SDK: push a kernel version, read the status of one
+version, read the weekly quota, delete a kernel.
 
 The SDK is imported lazily and only once credentials are known to exist: importing ``kaggle``
 authenticates at once and prints a help text (then swallows a ``SystemExit``) when it finds none.
@@ -9,18 +10,28 @@ tests' fake API): the SDK's client is built for its "local" environment, whose r
 ``<endpoint>/api/v1/<service>/<method>``, with the endpoint replaced. Everything else (request
 building, authentication, response parsing, errors) is the SDK's own code.
 
-Cancelling: the API has ``CancelKernelSession``, but it takes a kernel session id that no public
-call returns for a pushed version, so the backend stops a session through the store instead
-(see ``launcher.backends.kaggle.backend``).
+Cancelling: the API has ``CancelKernelSession``, but it takes a kernel session id that no call of
+the SDK (2.2) returns for a pushed version, and the SDK refuses to delete one version ("Deleting
+individual kernel versions is not supported"). What stops a session from here is ``DeleteKernel``
+(all versions, and the secrets attached to it); the backend first asks the kernel through the
+store (see ``launcher.backends.kaggle.backend``).
+
+Refusals. Kaggle refuses a push for want of capacity in several ways, all :class:`KaggleCapacityError`
+(a ``NoCapacityError``: the supervisor waits with back-off, or tries the next option): the
+response's ``error`` "Maximum batch GPU session count of 2 reached." (HTTP 200), HTTP 429 (rate
+limit), 502/503/504 (often an HTML page from the front end), an accelerator the account may not
+use, an exhausted weekly quota.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launcher.backends.base import BackendError, MissingDependencyError
+from launcher.backends.base import BackendError, MissingDependencyError, NoCapacityError
 from launcher.backends.kaggle.config import MISSING_CREDENTIALS, KaggleCredentials, KaggleSettings
 
 INSTALL_HINT = "the kaggle backend needs the kaggle SDK: pip install 'launch[kaggle]'"
@@ -30,6 +41,29 @@ TERMINAL = frozenset({"complete", "error", "cancel_acknowledged"})
 
 class KaggleAPIError(BackendError):
     """A Kaggle API call failed (network, HTTP error, or an error in the response)."""
+
+
+class KaggleCapacityError(KaggleAPIError, NoCapacityError):
+    """Kaggle refused a push for want of capacity (see the module docstring)."""
+
+
+CAPACITY_STATUS = frozenset({429, 502, 503, 504})
+CAPACITY_WORDS = re.compile(r"session count|quota|accelerator|machine.?shape|not available|too many|"
+                            r"rate limit|try again", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Quota:
+    """The account's weekly accelerator quota, as Kaggle counts it (``kaggle quota``)."""
+
+    gpu_left_s: float
+    gpu_total_s: float
+    tpu_left_s: float
+    tpu_total_s: float
+    resets_at: float | None  # epoch seconds
+
+    def left(self, kind: str) -> tuple[float, float]:
+        return (self.tpu_left_s, self.tpu_total_s) if kind == "tpu" else (self.gpu_left_s, self.gpu_total_s)
 
 
 @dataclass(frozen=True)
@@ -94,20 +128,60 @@ class KaggleClient:
         try:
             resp = api.kernels_push(str(folder), timeout=str(int(timeout)) if timeout else None, acc=accelerator)
         except Exception as e:
-            raise KaggleAPIError(f"kaggle kernels push failed: {_describe(e)}") from None
+            status, said = _http_status(e), _describe(e)
+            if status in CAPACITY_STATUS or (status in (400, 403) and CAPACITY_WORDS.search(said)):
+                raise KaggleCapacityError(f"Kaggle refused the push: {said}") from None
+            raise KaggleAPIError(f"kaggle kernels push failed: {said}") from None
         if getattr(resp, "error", None):
+            if CAPACITY_WORDS.search(resp.error):
+                raise KaggleCapacityError(f"Kaggle refused the push: {resp.error}")
             raise KaggleAPIError(f"kaggle kernels push failed: {resp.error}")
         return PushResult(ref=resp.ref or "", version=resp.version_number, url=resp.url or "")
 
-    def status(self, kernel: str) -> KernelStatus:
-        """The status of the kernel's latest version (``owner/slug``)."""
+    def status(self, kernel: str, version: int | None = None) -> KernelStatus:
+        """The status of one version of the kernel (``owner/slug``), the latest when None (which
+        may be another job's, or one saved in the editor)."""
         api = self._api()
+        ref = f"{kernel}/{version}" if version is not None else kernel
         try:
-            resp = api.kernels_status(kernel)
+            resp = api.kernels_status(ref)
         except Exception as e:
-            raise KaggleAPIError(f"kaggle kernels status {kernel} failed: {_describe(e)}") from None
+            raise KaggleAPIError(f"kaggle kernels status {ref} failed: {_describe(e)}") from None
         state = getattr(resp.status, "name", str(resp.status)).lower()
         return KernelStatus(state=state, message=resp.failure_message or "")
+
+    def quota(self) -> Quota:
+        """The weekly GPU/TPU quota (the SDK's ``quota_view``); KaggleAPIError when the call fails."""
+        api = self._api()
+        try:
+            resp = api.quota_view()
+        except Exception as e:
+            raise KaggleAPIError(f"kaggle quota failed: {_describe(e)}") from None
+
+        def left(q: Any) -> tuple[float, float]:
+            if q is None:
+                return 0.0, 0.0
+            total = q.total_time_allowed.total_seconds() if q.total_time_allowed else 0.0
+            used = sum(t.total_seconds() for t in (q.time_used, q.time_reserved) if t)
+            return max(0.0, total - used), total
+
+        reset = resp.quota_refresh_time
+        if reset is not None and reset.utcoffset() is None:
+            reset = reset.replace(tzinfo=dt.timezone.utc)  # the SDK gives UTC without a zone
+        (gl, gt), (tl, tt) = left(resp.gpu_quota), left(resp.tpu_quota)
+        if resp.gpu_quota is None:
+            raise KaggleAPIError("kaggle quota answered no GPU quota")
+        return Quota(gl, gt, tl, tt, reset.timestamp() if reset else None)
+
+    def delete(self, kernel: str) -> None:
+        """Delete the kernel (every version; a running session stops). Quiet when it is gone."""
+        api = self._api()
+        try:
+            api.kernels_delete(kernel, no_confirm=True)
+        except Exception as e:
+            if _http_status(e) == 404:
+                return
+            raise KaggleAPIError(f"kaggle kernels delete {kernel} failed: {_describe(e)}") from None
 
 
 def _endpoint_builder(api: Any, endpoint: str):
@@ -126,16 +200,30 @@ def _endpoint_builder(api: Any, endpoint: str):
     return build
 
 
-def _describe(e: Exception) -> str:
-    """An SDK error in one line: the HTTP status and Kaggle's message when there is one (the SDK
-    turns a 401/403 into a ValueError about benchmark slugs; the HTTP error is its context)."""
+def _response(e: BaseException) -> Any:
     resp = getattr(e, "response", None)
     if resp is None:
         resp = getattr(e.__cause__ or e.__context__, "response", None)
+    return resp
+
+
+def _http_status(e: BaseException) -> int | None:
+    resp = _response(e)
+    return getattr(resp, "status_code", None) if resp is not None else None
+
+
+def _describe(e: Exception) -> str:
+    """An SDK error in one line: the HTTP status and Kaggle's message when there is one (the SDK
+    turns a 401/403 into a ValueError about benchmark slugs; the HTTP error is its context)."""
+    resp = _response(e)
     if resp is not None:
         try:
             msg = resp.json().get("message") or resp.text
         except Exception:
             msg = getattr(resp, "text", "")
-        return f"HTTP {resp.status_code}: {str(msg).strip()[:300]}"
+        msg = str(msg).strip()
+        if msg.lstrip().lower().startswith(("<!doctype", "<html")):  # a front end's error page
+            title = re.search(r"<title>(.*?)</title>", msg, re.IGNORECASE | re.DOTALL)
+            msg = title.group(1).strip() if title else "an HTML error page"
+        return f"HTTP {resp.status_code}: {msg[:300]}"
     return f"{type(e).__name__}: {e}"

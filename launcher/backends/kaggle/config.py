@@ -115,13 +115,18 @@ class KaggleCredentials:
 
     @classmethod
     def find(cls) -> KaggleCredentials:
-        """The SDK's own order: an access token (``KAGGLE_API_TOKEN``, ``~/.kaggle/access_token``),
-        then ``KAGGLE_USERNAME``/``KAGGLE_KEY``, then ``kaggle.json`` in ``KAGGLE_CONFIG_DIR``,
-        ``~/.kaggle`` or ``~/.config/kaggle``. Reads the username only."""
+        """The order of the SDK's ``authenticate`` (kaggle 2.2): an access token
+        (``KAGGLE_API_TOKEN``, its value or a file it names; ``~/.kaggle/access_token``,
+        ``~/.kaggle/access_token.txt``), then the legacy key (``KAGGLE_USERNAME``/``KAGGLE_KEY``,
+        ``kaggle.json`` in ``KAGGLE_CONFIG_DIR``, ``~/.kaggle`` or ``~/.config/kaggle``), then
+        the OAuth credentials that ``kaggle auth login`` saves in ``~/.kaggle/credentials.json``.
+        Reads the username only (a token's user is known once the SDK has asked Kaggle)."""
         if os.environ.get("KAGGLE_API_TOKEN"):
             return cls(os.environ.get("KAGGLE_USERNAME"), "KAGGLE_API_TOKEN")
-        if (Path.home() / ".kaggle" / "access_token").is_file():
-            return cls(os.environ.get("KAGGLE_USERNAME"), "~/.kaggle/access_token")
+        for name in ("access_token", "access_token.txt"):
+            path = Path.home() / ".kaggle" / name
+            if path.is_file() and path.read_text().strip():
+                return cls(os.environ.get("KAGGLE_USERNAME"), f"~/.kaggle/{name}")
         if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
             return cls(os.environ["KAGGLE_USERNAME"], "KAGGLE_USERNAME/KAGGLE_KEY")
         for path in _config_files():
@@ -131,6 +136,13 @@ class KaggleCredentials:
                 continue
             if isinstance(doc, dict) and doc.get("username") and doc.get("key"):
                 return cls(os.environ.get("KAGGLE_USERNAME") or str(doc["username"]), str(path))
+        oauth = Path.home() / ".kaggle" / "credentials.json"
+        try:
+            doc = json.loads(oauth.read_text())
+        except (OSError, ValueError):
+            doc = None
+        if isinstance(doc, dict) and doc.get("refresh_token"):
+            return cls(str(doc.get("username") or "") or None, "~/.kaggle/credentials.json (kaggle auth login)")
         return cls(None, None)
 
     @property
@@ -144,6 +156,6 @@ def _config_files() -> list[Path]:
     return [Path(d) / "kaggle.json" for d in dirs if d]
 
 
-MISSING_CREDENTIALS = ("no Kaggle API credentials: set KAGGLE_USERNAME and KAGGLE_KEY, or save "
-                       "kaggle.json from https://www.kaggle.com/settings (API > Create New Token) "
-                       "in ~/.kaggle/")
+MISSING_CREDENTIALS = ("no Kaggle API credentials: run `kaggle auth login`, or set KAGGLE_API_TOKEN "
+                       "to a token from https://www.kaggle.com/settings/api (or save it in "
+                       "~/.kaggle/access_token); a legacy kaggle.json key works too")

@@ -30,7 +30,8 @@ def kaggle(tmp_path, monkeypatch):
     for var in [k for k in os.environ if k.startswith(("KAGGLE_", "LAUNCH_KAGGLE_"))]:
         monkeypatch.delenv(var)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    with _load_fake().FakeKaggle(tmp_path / "fake", secrets={"GREETING": "hello"}, limits=10) as fake:
+    with _load_fake().FakeKaggle(tmp_path / "fake", secrets={"GREETING": "hello"}, limits=10,
+                                  attached={"launchuser/launch-client-test": ["GREETING"]}) as fake:
         for k, v in fake.env().items():
             monkeypatch.setenv(k, v)
         yield fake

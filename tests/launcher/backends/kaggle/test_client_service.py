@@ -1,0 +1,159 @@
+"""The Kaggle client against a fake that behaves as the service does (issue 12): the real SDK's
+requests, token and OAuth credentials, push refusals that mean "no capacity", the status of one
+version, the quota view, and stopping a kernel's session."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from launcher.backends.base import BackendError, NoCapacityError
+from launcher.backends.kaggle.client import KaggleAPIError, KaggleClient
+from launcher.backends.kaggle.config import MISSING_CREDENTIALS, KaggleCredentials, KaggleSettings
+from launcher.testing import load_by_path
+
+FAKE = Path(__file__).resolve().parents[3] / "integration" / "fake_kaggle.py"
+KERNEL = "launchuser/launch-client-test"
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    for var in [k for k in os.environ if k.startswith(("KAGGLE_", "LAUNCH_KAGGLE_"))]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with load_by_path(FAKE).FakeKaggle(tmp_path / "fake", secrets={"GREETING": "hello"}, limits=20) as f:
+        yield f
+
+
+def use(monkeypatch, env: dict[str, str]) -> KaggleClient:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return KaggleClient(KaggleSettings.from_env())
+
+
+def kernel_folder(tmp_path: Path, code: str = "print('hi')\n", name: str = "kernel", **meta) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "kernel-metadata.json").write_text(json.dumps({
+        "id": KERNEL, "title": "launch-client-test", "code_file": "k.py", "language": "python",
+        "kernel_type": "script", "is_private": True, "enable_gpu": True, "enable_internet": True, **meta}))
+    (folder / "k.py").write_text(code)
+    return folder
+
+
+def wait_done(client: KaggleClient, kernel: str, version: int | None = None, timeout: float = 60):
+    end = time.monotonic() + timeout
+    while not (status := client.status(kernel, version)).terminal:
+        assert time.monotonic() < end, status
+        time.sleep(0.1)
+    return status
+
+
+# --- 12: credentials as the SDK finds them -------------------------------------------------------
+def test_an_access_token_in_kaggle_api_token_pushes_with_bearer_auth(fake, tmp_path, monkeypatch):
+    client = use(monkeypatch, {**fake.env(auth="token")})
+    assert client.check() == KaggleCredentials(None, "KAGGLE_API_TOKEN")
+    assert client.username == "launchuser"  # the SDK asked IntrospectToken whose token it is
+    assert client.push(kernel_folder(tmp_path)).version == 1
+    assert wait_done(client, KERNEL).state == "complete"
+
+
+def test_an_access_token_file_is_found_where_the_sdk_looks(fake, tmp_path, monkeypatch):
+    home = tmp_path / "home" / ".kaggle"
+    home.mkdir(parents=True)
+    (home / "access_token.txt").write_text(fake.new_token() + "\n")
+    client = use(monkeypatch, {k: v for k, v in fake.env().items() if not k.startswith("KAGGLE_U") and k != "KAGGLE_KEY"})
+    assert client.check().source == "~/.kaggle/access_token.txt"
+    assert client.push(kernel_folder(tmp_path)).version == 1
+
+
+def test_oauth_credentials_from_kaggle_auth_login_are_used(fake, tmp_path, monkeypatch):
+    home = tmp_path / "home" / ".kaggle"
+    home.mkdir(parents=True)
+    expires = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=6)).isoformat()
+    (home / "credentials.json").write_text(json.dumps({
+        "refresh_token": "refresh-xyz", "access_token": fake.new_token(), "access_token_expiration": expires,
+        "username": "launchuser", "scopes": []}))
+    client = use(monkeypatch, {k: v for k, v in fake.env().items() if not k.startswith("KAGGLE_U") and k != "KAGGLE_KEY"})
+    assert client.check() == KaggleCredentials("launchuser", "~/.kaggle/credentials.json (kaggle auth login)")
+    assert client.username == "launchuser"
+    assert client.push(kernel_folder(tmp_path)).version == 1
+
+
+def test_the_missing_credentials_message_names_the_current_ways():
+    assert "kaggle auth login" in MISSING_CREDENTIALS and "KAGGLE_API_TOKEN" in MISSING_CREDENTIALS
+    with pytest.raises(BackendError, match="kaggle auth login"):
+        KaggleClient(KaggleSettings(), KaggleCredentials(None, None)).check()
+
+
+# --- 8 and 10: refusals of a push are capacity waits ---------------------------------------------
+@pytest.mark.parametrize("refusal, said", [("busy", "Maximum batch GPU session count"), ("429", "HTTP 429"),
+                                           ("503", "HTTP 503")])
+def test_a_refused_push_is_no_capacity(fake, tmp_path, monkeypatch, refusal, said):
+    client = use(monkeypatch, fake.env())
+    fake.refusals.append(refusal)
+    with pytest.raises(NoCapacityError, match=said) as e:
+        client.push(kernel_folder(tmp_path))
+    assert "<html" not in str(e.value) and len(str(e.value)) < 400
+    assert client.push(kernel_folder(tmp_path, name="again")).version == 1  # the next one goes through
+
+
+def test_the_gpu_session_limit_is_no_capacity_until_a_session_ends(fake, tmp_path, monkeypatch):
+    fake.gpu_sessions = 1
+    client = use(monkeypatch, fake.env())
+    client.push(kernel_folder(tmp_path, "import time\ntime.sleep(1)\n"))
+    with pytest.raises(NoCapacityError, match="session count of 1"):
+        client.push(kernel_folder(tmp_path, name="second"))
+    wait_done(client, KERNEL, 1)
+    assert client.push(kernel_folder(tmp_path, name="third")).version == 2
+
+
+def test_a_machine_shape_the_account_cannot_have_is_no_capacity(fake, tmp_path, monkeypatch):
+    client = use(monkeypatch, fake.env())
+    with pytest.raises(NoCapacityError, match="NvidiaH100"):
+        client.push(kernel_folder(tmp_path), accelerator="NvidiaH100")
+
+
+def test_a_timeout_above_the_service_maximum_is_refused(fake, tmp_path, monkeypatch):
+    client = use(monkeypatch, fake.env())
+    with pytest.raises(KaggleAPIError, match="maximum"):
+        client.push(kernel_folder(tmp_path), timeout=24 * 3600)
+
+
+# --- 9: the quota view ---------------------------------------------------------------------------
+def test_the_quota_view_says_hours_left_and_when_the_window_resets(fake, monkeypatch):
+    fake.quota_used = 26.5
+    q = use(monkeypatch, fake.env()).quota()
+    assert q.gpu_total_s == 30 * 3600 and abs(q.gpu_left_s - 3.5 * 3600) < 5
+    assert abs(q.resets_at - fake.quota_reset) < 1
+    fake.quota_api = False
+    with pytest.raises(KaggleAPIError, match="404"):
+        use(monkeypatch, fake.env()).quota()
+
+
+# --- 11: the status of one version; stopping a session -----------------------------------------
+def test_status_is_asked_for_the_version_pushed_not_the_latest(fake, tmp_path, monkeypatch):
+    client = use(monkeypatch, fake.env())
+    v1 = client.push(kernel_folder(tmp_path, "import time\ntime.sleep(60)\n")).version
+    v2 = client.push(kernel_folder(tmp_path, name="quick", enable_gpu=False)).version
+    assert wait_done(client, KERNEL, v2).state == "complete"
+    assert client.status(KERNEL).state == "complete"  # the latest version
+    assert client.status(KERNEL, v1).state == "running"  # ours
+    assert json.loads(fake.requests[-1][1])["versionLabel"] == f"v{v1}"
+
+
+def test_delete_stops_the_kernels_running_session(fake, tmp_path, monkeypatch):
+    client = use(monkeypatch, fake.env())
+    client.push(kernel_folder(tmp_path, "import time\ntime.sleep(60)\n"))
+    client.delete(KERNEL)
+    end = time.monotonic() + 30
+    while fake.running():
+        assert time.monotonic() < end
+        time.sleep(0.1)
+    assert fake.sessions[0].status == "cancelAcknowledged"
+    client.delete(KERNEL)  # gone already: quiet
