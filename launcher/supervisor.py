@@ -195,6 +195,9 @@ class Supervisor:
                 raise Cancelled() from None
             self._end_attempt(n, handle, "PREEMPTED", str(e))
             return Event(Outcome.PREEMPTED, reason=str(e), option=option)
+        except NoCapacityError as e:  # refused when starting (a Kaggle push): a wait, not a setup failure
+            self._end_attempt(n, handle, "NO_CAPACITY", str(e))
+            return Event(Outcome.NO_CAPACITY, reason=str(e), option=option)
         except BackendError as e:
             self._end_attempt(n, handle, "SETUP_FAILED", str(e))
             return Event(Outcome.SETUP_FAILED, reason=str(e), option=option)

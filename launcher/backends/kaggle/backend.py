@@ -1,38 +1,43 @@
 """``--infra kaggle``: each attempt is one session of a private Kaggle script kernel.
 
-An attempt pushes a new version of the job's kernel (``<user>/launch-<job id>``), which Kaggle
-runs at once. The kernel's script (``kernel_script.py``) fetches the code bundles and the latest
-checkpoint from the store, runs the agent, and stops the run before the session limit:
-``LAUNCH_DEADLINE`` = session start + limit - margin, and SIGTERM shortly after that deadline for
-trainers that ignore it. When a session ends and the job is not done, the supervisor relaunches: a new
-version, a new session, and the trainer resumes from the store::
+One kernel per task name and user (``<user>/launch-<task name>``); an attempt pushes a new
+version of it, which Kaggle runs at once. The kernel's script (``kernel_script.py``) fetches the
+code bundles and the latest checkpoint from the store, runs the agent, and stops the run before
+the session limit: ``LAUNCH_DEADLINE`` = session start + limit - margin, and SIGTERM shortly after
+that deadline for trainers that ignore it. When a session ends and the job is not done, the
+supervisor relaunches: a new version, a new session, and the trainer resumes from the store::
 
     session 1: push v1 -> running -> deadline: checkpoint at step 4100, exit 75 -> PREEMPTED
     session 2: push v2 -> running -> Kaggle ends it early, no exit code     -> PREEMPTED
     session 3: push v3 -> resumes at step 4100 (last upload) -> exit 0        -> SUCCEEDED
 
 How a session ended is read from the store, not from Kaggle: the agent writes
-``logs/attempt-N.exit`` as its last act. Kaggle's status only says *whether* the session is over;
-over with an exit code -> that code's state; over without one after the kernel had started the
-attempt (``logs/attempt-N.started``) -> PREEMPTED ("session ended": killed at its limit);
-over before that -> FAILED when Kaggle reports an error (a missing secret), else PREEMPTED.
+``logs/attempt-N.exit`` as its last act. Kaggle's status (of the exact version pushed: the latest
+may be another job's) only says *whether* the session is over; over with an exit code -> that
+code's state; over without one after the kernel had started the attempt
+(``logs/attempt-N.started``) -> PREEMPTED ("session ended": killed at its limit); over before that
+-> FAILED when Kaggle reports an error, else PREEMPTED. When the store has the exit code but
+Kaggle still says running ``end_grace`` seconds later, the store is believed.
 
-Credentials. The store's keys and the task's secrets reach the kernel as **Kaggle user secrets**,
-read by name in the session (``kaggle_secrets.UserSecretsClient``); the kernel's source carries
-only the names, its config is checked for values before it is pushed. One-time set-up: add
-``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` (and each secret the task declares) under
-Add-ons > Secrets with the values they have where ``launch`` runs, and attach them to the job's
-notebook. Why not presigned URLs: a checkpoint upload writes keys that do not exist yet (new
-steps, multipart parts) and retention deletes and lists, so presigned URLs cannot cover it; and a
-URL that fetches a credentials file is itself a credential in the source. Kaggle secrets are the
-platform's own mechanism; a key limited to the bucket's prefix (``infra/`` policy) limits the harm.
-The endpoint and region are not secret and travel in the kernel's config.
+Credentials. Either (``LAUNCH_KAGGLE_CREDENTIALS=secrets``, the default) the store's keys and the
+task's secrets are **Kaggle user secrets**, read by name in the session; a secret is readable only
+by a notebook it was attached to in the web editor, and no API attaches it, so before the first
+GPU session of a kernel launch pushes a CPU *check* version, tells the user once which secrets to
+attach (with the kernel's URL) and waits (see ``attachments``). Or (``temporary``) the kernel
+carries short-lived STS credentials limited to the job's prefix (``launcher.store.temporary``):
+nothing to do in the web UI, at the price of credentials written into the (private) kernel's
+source for their lifetime. The endpoint and region are not secret and travel in the config.
 
-Stopping. The Kaggle API cancels a session only by a session id that no public call returns for a
-pushed version, so ``terminate`` writes ``cancel`` into ``logs/attempt-N.control``; the kernel reads
-it every ``control_interval`` seconds and stops the run (SIGTERM: checkpoint, upload, exit), which
-ends the session. A kernel that is stuck still ends at Kaggle's session limit (the push asks for
-``session_limit`` as its timeout). Fire drills use the same file (``term``, ``kill``).
+Refusals. A push that Kaggle refuses for capacity (the GPU session limit, 429, 503, a machine
+shape the account may not use, the quota) is ``NoCapacityError``: the supervisor waits with
+back-off or tries the next option; it never counts as a setup failure.
+
+Stopping. No SDK call returns the session id that ``CancelKernelSession`` takes, and one version
+cannot be deleted, so ``terminate`` writes ``cancel`` into ``logs/attempt-N.control``; the kernel
+reads it every ``control_interval`` seconds and stops the run (SIGTERM: checkpoint, upload, exit),
+which ends the session. If the version still runs ``stop_wait`` seconds later, the kernel is
+deleted (which stops its sessions; attached secrets must then be attached again, and launch will
+say so). Fire drills use the same file (``term``, ``kill``).
 """
 
 from __future__ import annotations
@@ -47,34 +52,18 @@ from launcher import contract
 from launcher.backends.base import (Backend, BackendError, HostLostError, MissingDependencyError,
                                     NoCapacityError, ProvisionRequest, RunSpec, RunState, RunStatus,
                                     SyncStats)
-from launcher.backends.kaggle import kernel
+from launcher.backends.kaggle import kernel, quota
+from launcher.backends.kaggle.attachments import Attachments, instructions
 from launcher.backends.kaggle.client import INSTALL_HINT, KaggleAPIError, KaggleClient
-from launcher.backends.kaggle.config import KaggleSettings, machine_shape
+from launcher.backends.kaggle.config import KaggleSettings, accelerator_kind, machine_shape, session_limit
 from launcher.backends.local.backend import status_from_exit_code
 from launcher.errors import InfraError
 from launcher.state import launch_home
 from launcher.store import NotFound, ObjectStore, StoreError, open_store
 
 RUNNING = RunStatus(RunState.RUNNING)
-WEEK = 7 * 86400.0
-
-
-def gpu_sessions(now: float) -> list[tuple[float, float]]:
-    """``(start, end)`` of every Kaggle GPU session launch pushed from this machine in the last 7
-    days (from the state; a session still running ends ``now``). Sessions of the same account run
-    from elsewhere (the web editor, another machine) are not seen."""
-    from launcher import state as st
-
-    state, out = st.State(), []
-    for job in state.jobs():
-        if job.infra != "kaggle":
-            continue
-        for a in state.attempts(job.id):
-            if a.handle.get("enable_gpu") and a.handle.get("version") is not None:
-                start, end = a.handle.get("pushed_at") or a.started, a.ended or now
-                if end > now - WEEK:
-                    out.append((max(start, now - WEEK), min(end, now)))
-    return out
+gpu_sessions = quota.gpu_sessions  # the fallback count of the weekly quota
+CHECK_TIMEOUT = 600
 
 
 def started_name(attempt: int) -> str:
@@ -102,46 +91,27 @@ class KaggleBackend(Backend):
         self.sessions = sessions
         self.work_dir = work_dir or launch_home() / "kaggle"
         self._stores: dict[str, ObjectStore] = {}
+        self.attachments = Attachments(self.work_dir / "kernels.json")
 
     # --- attempt set-up ------------------------------------------------------------------------
     def provision(self, req: ProvisionRequest) -> dict[str, Any]:
         """Nothing to rent: the handle names the kernel and the session's limits. NoCapacityError
-        for accelerators Kaggle does not have (the next ``any_of`` option may do), and while the
-        weekly GPU quota has less than ``min_session`` left (the supervisor waits and asks again).
-        A session gets at most what the quota has left, so its deadline comes before Kaggle's."""
+        for accelerators this account cannot have (the next ``any_of`` option may do), and while
+        the weekly quota has less than ``min_session`` left (the supervisor waits and asks again).
+        A session asks for less than the service's maximum and at most what the quota has left,
+        so its deadline comes before Kaggle's."""
         s = self.settings
         shape = machine_shape(req.resources, s)
-        gpu = s.enable_gpu or bool(shape)
-        limit = s.session_limit
-        if gpu and s.weekly_gpu_hours > 0:
-            limit = min(limit, self._quota_left())
+        kind = accelerator_kind(shape, s.enable_gpu)
+        limit = session_limit(s, kind)
+        if kind != "cpu" and s.weekly_gpu_hours > 0:
+            limit = min(limit, quota.budget(self.client, s, kind, self.clock(), self.sessions))
         slug = kernel.kernel_slug(req.job_id)
         return {"backend": self.name, "host": f"kaggle:{slug}", "slug": slug, "job_id": req.job_id,
-                "attempt": req.attempt, "num_nodes": req.num_nodes, "machine_shape": shape, "enable_gpu": gpu,
+                "attempt": req.attempt, "num_nodes": req.num_nodes, "machine_shape": shape,
+                "kind": kind, "enable_gpu": kind == "gpu",
                 "session": {"limit_s": limit, "margin_s": s.margin, "usable_s": max(0.0, limit - s.margin)},
                 "price_per_hour": 0.0}
-
-    def _quota_left(self) -> float:
-        """Seconds of the weekly GPU quota left; NoCapacityError below ``min_session``."""
-        now = self.clock()
-        sessions = self.sessions(now)
-        quota = self.settings.weekly_gpu_hours * 3600.0
-        used = sum(end - start for start, end in sessions)
-        left = quota - used
-        shortest = max(self.settings.min_session, self.settings.margin + 60.0)  # worth pushing
-        if left >= shortest:
-            return left
-        # Quota comes back as old sessions leave the 7-day window, oldest first.
-        need, frees_at = shortest - left, now
-        for start, end in sorted(sessions):
-            frees_at = start + WEEK + min(need, end - start)
-            need -= end - start
-            if need <= 0:
-                break
-        when = time.strftime("%a %H:%M UTC", time.gmtime(frees_at))
-        raise NoCapacityError(f"Kaggle weekly GPU quota: {used / 3600:.1f} of {quota / 3600:.0f} h used by "
-                              f"launch's sessions in the last 7 days; enough frees up by {when} "
-                              "(LAUNCH_KAGGLE_WEEKLY_GPU_HOURS)")
 
     def bootstrap(self, handle: dict[str, Any]) -> None:
         """Check the task fits a session and the Kaggle credentials exist; name the kernel
@@ -162,7 +132,10 @@ class KaggleBackend(Backend):
         return SyncStats(files_sent=sum(b.files for b in bundles), bytes_sent=sum(b.bytes for b in bundles))
 
     def start_run(self, handle: dict[str, Any], spec: RunSpec) -> None:
-        """Upload the bundles, write the kernel (metadata + script) and push it as a new version."""
+        """Upload the bundles, write the kernel (metadata + script) and push it as a new version;
+        first a CPU check version when the secrets it reads were not seen attached (``poll``
+        pushes the run once the check passed). NoCapacityError while waiting for the user to
+        attach them, and when Kaggle refuses the push for capacity."""
         if not spec.store_uri.startswith("s3://"):
             raise BackendError(f"store {spec.store_uri or '(none)'}: a Kaggle session reaches only an "
                                "s3:// store; pass --store s3://bucket/prefix")
@@ -177,38 +150,78 @@ class KaggleBackend(Backend):
                     store.put_file(b["path"], b["key"])
         except StoreError as e:
             raise BackendError(f"cannot upload the code bundle: {e}") from None
-        unpack, pythonpath, workdir = kernel.layout(handle["bundles"])
-        config = kernel.kernel_config(spec, bundles=unpack, pythonpath=pythonpath, workdir=workdir,
-                                      session_limit=self._limit(handle), margin=self.settings.margin,
-                                      control_interval=self.settings.control_interval)
-        meta = kernel.kernel_metadata(handle["kernel"], enable_gpu=handle["enable_gpu"],
+        folder = self.work_dir / handle["job_id"] / f"attempt-{handle['attempt']}"
+        config = self._config(handle, spec)
+        kind = handle.get("kind") or ("gpu" if handle.get("enable_gpu") else "cpu")
+        meta = kernel.kernel_metadata(handle["kernel"], enable_gpu=kind == "gpu", enable_tpu=kind == "tpu",
                                       enable_internet=self.settings.enable_internet,
                                       machine_shape=handle.get("machine_shape"))
-        folder = kernel.write_kernel(self.work_dir / handle["job_id"] / f"attempt-{handle['attempt']}",
-                                     meta, kernel.kernel_source(config))
+        handle["run_folder"] = str(kernel.write_kernel(folder / "run", meta, kernel.kernel_source(config)))
         handle["store_uri"] = spec.store_uri
-        result = self.client.push(folder, timeout=int(self._limit(handle)))
+        names = handle["secret_names"] = config["secret_names"]
+        if names and not self.attachments.covers(handle["kernel"], names):
+            waiting = self.attachments.waiting(handle["kernel"], self.clock(), self.settings.secrets_recheck)
+            if waiting:
+                raise NoCapacityError(waiting)
+            self._push_check(handle, spec, folder / "check")
+            return
+        self._push_run(handle)
+
+    def _config(self, handle: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
+        """The run's kernel config; with temporary credentials, fresh ones for this session."""
+        creds = None
+        if self.settings.credentials == "temporary":
+            from launcher.store.temporary import scoped_credentials
+
+            if not self.settings.role_arn:
+                raise BackendError("LAUNCH_KAGGLE_CREDENTIALS=temporary needs LAUNCH_KAGGLE_ROLE_ARN: the role "
+                                   "whose credentials, limited to the job's prefix, the kernel carries")
+            try:
+                creds = scoped_credentials(spec.store_uri, self.settings.role_arn,
+                                           self._limit(handle) + self.settings.margin, f"launch-{spec.job_id}",
+                                           endpoint_url=spec.secrets.get("AWS_ENDPOINT_URL_STS"))
+            except StoreError as e:
+                raise BackendError(str(e)) from None
+            handle["credentials_expire_at"] = creds.pop("expires_at")
+        unpack, pythonpath, workdir = kernel.layout(handle["bundles"])
+        return kernel.kernel_config(spec, bundles=unpack, pythonpath=pythonpath, workdir=workdir,
+                                    session_limit=self._limit(handle), margin=self.settings.margin,
+                                    control_interval=self.settings.control_interval, store_credentials=creds)
+
+    def _push_check(self, handle: dict[str, Any], spec: RunSpec, folder: Path) -> None:
+        meta = kernel.kernel_metadata(handle["kernel"], enable_gpu=False, enable_internet=self.settings.enable_internet)
+        config = kernel.check_config(handle["secret_names"], spec.job_id, spec.attempt)
+        result = self.client.push(kernel.write_kernel(folder, meta, kernel.kernel_source(config)), timeout=CHECK_TIMEOUT)
+        handle["check"] = {"version": result.version, "pushed_at": self.clock()}
+        handle["url"] = result.url
+        handle["host"] = f"kaggle:{handle['kernel']} v{result.version} (secrets check)"
+
+    def _push_run(self, handle: dict[str, Any]) -> None:
+        result = self.client.push(Path(handle["run_folder"]), timeout=int(self._limit(handle)))
         handle.update(version=result.version, url=result.url, pushed_at=self.clock())
         handle["host"] = f"kaggle:{handle['kernel']} v{result.version}"
 
     # --- watching ------------------------------------------------------------------------------
     def poll(self, handle: dict[str, Any]) -> RunStatus:
-        """Kaggle's status at most every ``poll_interval`` seconds; the ending from the store."""
+        """Kaggle's status of the version pushed, at most every ``poll_interval`` seconds; the
+        ending from the store."""
         if handle.get("final"):
             return RunStatus(RunState(handle["final"][0]), handle["final"][1], handle["final"][2])
         now = self.clock()
         if now - handle.get("polled_at", 0.0) < self.settings.poll_interval:
             return RUNNING
         handle["polled_at"] = now
+        if handle.get("version") is None and handle.get("check"):
+            return self._poll_check(handle, now)
         try:
-            ks = self.client.status(handle["kernel"])
+            ks = self.client.status(handle["kernel"], handle.get("version"))
         except KaggleAPIError as e:  # cannot tell: a published exit code is still an answer
             handle["api_error"] = str(e)
             code = self._read_int(handle, contract.exit_name(handle["attempt"]))
             return self._final(handle, status_from_exit_code(code)) if code is not None else RUNNING
         handle["kaggle_status"] = ks.state
         if not ks.terminal:
-            return RUNNING
+            return self._store_says_ended(handle, now, ks.state)
         try:
             code = self._read_int(handle, contract.exit_name(handle["attempt"]), strict=True)
             started = code is not None or self._logs(handle).exists(started_name(handle["attempt"]))
@@ -220,12 +233,49 @@ class KaggleBackend(Backend):
         if started:
             return self._final(handle, RunStatus(RunState.PREEMPTED, None, f"session ended ({said})"))
         if now - handle.get("pushed_at", now) < self.settings.start_grace:
-            return RUNNING  # a status this fresh may still describe the previous version
+            return RUNNING  # the version may not have started yet
         if ks.state == "error":
             return self._final(handle, RunStatus(RunState.FAILED, None, (
                 f"the kernel failed before the attempt started ({said}); see its log: "
                 f"kaggle kernels output {handle['kernel']} -p ./kaggle-log")))
         return self._final(handle, RunStatus(RunState.PREEMPTED, None, f"session ended before it started ({said})"))
+
+    def _poll_check(self, handle: dict[str, Any], now: float) -> RunStatus:
+        """A secrets check is running: when it passed, push the run; when it failed, tell the user
+        (once in full) and end the attempt, which waits in ``start_run`` until ``secrets_recheck``."""
+        kernel_id, names = handle["kernel"], handle["secret_names"]
+        try:
+            ks = self.client.status(kernel_id, handle["check"]["version"])
+        except KaggleAPIError as e:
+            handle["api_error"] = str(e)
+            return RUNNING
+        if not ks.terminal:
+            return RUNNING
+        if ks.state == "complete":
+            self.attachments.passed(kernel_id, names, now)
+            try:
+                self._push_run(handle)
+            except BackendError as e:  # NoCapacityError too: relaunch; the check is not repeated
+                return self._final(handle, RunStatus(RunState.PREEMPTED, None, f"secrets attached; then: {e}"))
+            return RUNNING
+        url = handle.get("url") or kernel_id
+        first = self.attachments.failed(kernel_id, names, now, url)
+        said = instructions(kernel_id, url, names) if first else \
+            self.attachments.waiting(kernel_id, now, self.settings.secrets_recheck) or "secrets still not attached"
+        return self._final(handle, RunStatus(RunState.PREEMPTED, None, said))
+
+    def _store_says_ended(self, handle: dict[str, Any], now: float, kaggle_state: str) -> RunStatus:
+        """Kaggle says running: believe the store's exit code once it has stood ``end_grace``."""
+        code = self._read_int(handle, contract.exit_name(handle["attempt"]))
+        if code is None:
+            return RUNNING
+        seen = handle.setdefault("store_ended_at", now)
+        if now - seen < self.settings.end_grace:
+            return RUNNING
+        handle["stuck"] = True  # terminate makes sure the session stops
+        st = status_from_exit_code(code)
+        why = f"the store has exit code {code}; Kaggle still said {kaggle_state} {self.settings.end_grace:.0f} s later"
+        return self._final(handle, RunStatus(st.state, st.exit_code, f"{st.reason}; {why}" if st.reason else why))
 
     def stream_logs(self, handle: dict[str, Any], follow: bool = False) -> Iterator[str]:
         """The attempt's log as the agent uploads it to the store (every few seconds)."""
@@ -260,11 +310,34 @@ class KaggleBackend(Backend):
         self._control(handle, kind)
 
     def terminate(self, handle: dict[str, Any]) -> None:
-        """Ask the kernel to stop (``cancel`` in the control file; see the module docstring).
-        Quiet for a session already over or never pushed; safe to call twice."""
-        if handle.get("final") or not handle.get("store_uri"):
+        """Stop the version's session: ``cancel`` in the control file (the kernel stops the run),
+        then, if Kaggle still runs it ``stop_wait`` seconds later, delete the kernel (see the
+        module docstring). Quiet for a session already over or never pushed; safe to call twice."""
+        if handle.get("version") is None or not handle.get("store_uri") or handle.get("stopped"):
             return
-        self._control(handle, "cancel")
+        if handle.get("final") and not handle.get("stuck"):
+            return
+        try:
+            self._control(handle, "cancel")
+        except BackendError:
+            pass  # the store is out of reach; Kaggle can still stop it
+        if not self._ended_within(handle, self.settings.stop_wait):
+            self.client.delete(handle["kernel"])
+            self.attachments.forget(handle["kernel"])
+        handle["stopped"] = True
+
+    def _ended_within(self, handle: dict[str, Any], wait: float) -> bool:
+        """Whether Kaggle says the version is over within ``wait`` seconds."""
+        deadline = self.clock() + wait
+        while True:
+            try:
+                if self.client.status(handle["kernel"], handle["version"]).terminal:
+                    return True
+            except KaggleAPIError:
+                pass
+            if self.clock() >= deadline:
+                return False
+            self.sleep(min(self.settings.poll_interval, 5.0))
 
     # --- helpers -------------------------------------------------------------------------------
     def _limit(self, handle: dict[str, Any]) -> float:

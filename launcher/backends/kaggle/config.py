@@ -19,8 +19,21 @@ variable                                  meaning                         defaul
 ``LAUNCH_KAGGLE_LOG_INTERVAL``            ``launch logs -f`` refresh      5
 ``LAUNCH_KAGGLE_ENDPOINT``                another API server (tests)      api.kaggle.com
 ``LAUNCH_KAGGLE_WEEKLY_GPU_HOURS``        GPU quota per 7 days (0: none)  30
+``LAUNCH_KAGGLE_WEEKLY_TPU_HOURS``        TPU quota per 7 days            20
 ``LAUNCH_KAGGLE_MIN_SESSION``             shortest session worth pushing  1800 (30 min)
+``LAUNCH_KAGGLE_SHAPES``                  shapes this account may use     NvidiaTeslaT4,TpuV5E8
+``LAUNCH_KAGGLE_CREDENTIALS``             ``secrets`` or ``temporary``    secrets
+``LAUNCH_KAGGLE_ROLE_ARN``                role for temporary credentials  (none)
+``LAUNCH_KAGGLE_SECRETS_RECHECK``         look for attached secrets every 300
+``LAUNCH_KAGGLE_END_GRACE``               believe the store's exit after  120
+``LAUNCH_KAGGLE_STOP_WAIT``               ``down`` waits, then deletes    45
 ========================================  ==============================  ==============
+
+The weekly quota figures are only the fallback: Kaggle's own quota view is asked first. Machine
+shapes: an ordinary account gets a T4 (x2) GPU or a TPU v5e-8; A100, H100 and L4 are restricted
+(add them to ``LAUNCH_KAGGLE_SHAPES`` if the account has them); the P100 is retired, and a push
+that asks for it silently runs on a T4, so launch refuses it. A session asks Kaggle for a timeout
+below the service's maximum (12 h, TPU 9 h).
 """
 
 from __future__ import annotations
@@ -37,12 +50,19 @@ from launcher.settings import env_bool, env_float
 # SkyPilot accelerator names -> Kaggle machine shapes (``kaggle kernels push --accelerator``).
 # T4 and L4 sessions come with several cards (T4 x2, L4 x4); Kaggle offers no other choice.
 MACHINE_SHAPES = {
-    "P100": "NvidiaTeslaP100",
     "T4": "NvidiaTeslaT4",
     "L4": "NvidiaL4",
     "A100": "NvidiaTeslaA100",
     "H100": "NvidiaH100",
+    "TPU-V5E-8": "TpuV5E8",
+    "TPU-V5LITEPOD-8": "TpuV5E8",
 }
+TPU_SHAPES = frozenset({"TpuV5E8"})
+RETIRED = {"P100": "NvidiaTeslaT4"}  # a push asking for it runs on this instead, without a word
+ORDINARY_SHAPES = ("NvidiaTeslaT4", "TpuV5E8")
+# The longest session Kaggle runs, and what we ask for at most (a timeout below it).
+SERVICE_MAX = {"gpu": 12 * 3600.0, "cpu": 12 * 3600.0, "tpu": 9 * 3600.0}
+TIMEOUT_HEADROOM = 60.0
 
 
 @dataclass(frozen=True)
@@ -58,7 +78,14 @@ class KaggleSettings:
     log_interval: float = 5.0
     endpoint: str | None = None
     weekly_gpu_hours: float = 30.0
+    weekly_tpu_hours: float = 20.0
     min_session: float = 1800.0
+    shapes: tuple[str, ...] = ORDINARY_SHAPES
+    credentials: str = "secrets"  # or "temporary": STS credentials scoped to the job's prefix
+    role_arn: str | None = None
+    secrets_recheck: float = 300.0
+    end_grace: float = 120.0
+    stop_wait: float = 45.0
 
     @classmethod
     def from_env(cls) -> KaggleSettings:
@@ -75,7 +102,15 @@ class KaggleSettings:
             log_interval=env_float("LAUNCH_KAGGLE_LOG_INTERVAL", d.log_interval),
             endpoint=(os.environ.get("LAUNCH_KAGGLE_ENDPOINT") or "").rstrip("/") or None,
             weekly_gpu_hours=env_float("LAUNCH_KAGGLE_WEEKLY_GPU_HOURS", d.weekly_gpu_hours),
+            weekly_tpu_hours=env_float("LAUNCH_KAGGLE_WEEKLY_TPU_HOURS", d.weekly_tpu_hours),
             min_session=env_float("LAUNCH_KAGGLE_MIN_SESSION", d.min_session),
+            shapes=tuple(x.strip() for x in os.environ.get("LAUNCH_KAGGLE_SHAPES", "").split(",") if x.strip())
+            or d.shapes,
+            credentials=_credentials_mode(os.environ.get("LAUNCH_KAGGLE_CREDENTIALS") or d.credentials),
+            role_arn=os.environ.get("LAUNCH_KAGGLE_ROLE_ARN") or None,
+            secrets_recheck=env_float("LAUNCH_KAGGLE_SECRETS_RECHECK", d.secrets_recheck),
+            end_grace=env_float("LAUNCH_KAGGLE_END_GRACE", d.end_grace),
+            stop_wait=env_float("LAUNCH_KAGGLE_STOP_WAIT", d.stop_wait),
         )
 
     @property
@@ -87,10 +122,25 @@ class KaggleSettings:
         return asdict(self)
 
 
+def _credentials_mode(value: str) -> str:
+    if value not in ("secrets", "temporary"):
+        raise ValueError(f"LAUNCH_KAGGLE_CREDENTIALS={value!r}: expected 'secrets' or 'temporary'")
+    return value
+
+
+def accelerator_kind(shape: str | None, gpu: bool) -> str:
+    """``tpu``, ``gpu`` or ``cpu``: which session limit and which weekly quota a session uses."""
+    if shape in TPU_SHAPES:
+        return "tpu"
+    return "gpu" if gpu or shape else "cpu"
+
+
 def machine_shape(resources: dict[str, Any], settings: KaggleSettings) -> str | None:
     """The Kaggle machine shape for a resources option: ``LAUNCH_KAGGLE_ACCELERATOR`` wins, then
-    the task's ``accelerators`` (of a list, the first Kaggle has); None is Kaggle's default GPU.
-    Raises NoCapacityError for accelerators Kaggle does not offer."""
+    the task's ``accelerators`` (of a list, the first this account may use); None is Kaggle's
+    default GPU. Raises NoCapacityError when none fits (the next ``any_of`` option may): an
+    accelerator Kaggle does not have, a retired one (P100), or a restricted one not in
+    ``settings.shapes``."""
     if settings.accelerator:
         return settings.accelerator
     acc = resources.get("accelerators")
@@ -98,12 +148,24 @@ def machine_shape(resources: dict[str, Any], settings: KaggleSettings) -> str | 
         return None
     names = list(acc) if isinstance(acc, (dict, list)) else [acc]
     names = [str(n).split(":", 1)[0].strip() for n in names]
+    why = []
     for name in names:
         shape = MACHINE_SHAPES.get(name.upper())
-        if shape:
+        if shape and shape in settings.shapes:
             return shape
-    raise NoCapacityError(f"Kaggle offers no {'/'.join(names)}; it has {', '.join(MACHINE_SHAPES)} "
-                          "(or set LAUNCH_KAGGLE_ACCELERATOR to a Kaggle machine shape)")
+        if shape:
+            why.append(f"{name} ({shape}) is restricted to some accounts (LAUNCH_KAGGLE_SHAPES)")
+        elif name.upper() in RETIRED:
+            why.append(f"{name} is retired (Kaggle would run a {RETIRED[name.upper()]} instead)")
+        else:
+            why.append(f"Kaggle has no {name}")
+    raise NoCapacityError(f"no Kaggle machine for {'/'.join(names)}: {'; '.join(why)}; this account may "
+                          f"use {', '.join(settings.shapes)}")
+
+
+def session_limit(settings: KaggleSettings, kind: str) -> float:
+    """The session's limit: the setting, but below the service's maximum for its kind."""
+    return min(settings.session_limit, SERVICE_MAX[kind] - TIMEOUT_HEADROOM)
 
 
 @dataclass(frozen=True)

@@ -41,41 +41,62 @@ OPTIONAL_SECRETS = ("AWS_SESSION_TOKEN",)  # short-lived: a Kaggle secret would 
 # Asked for even when the launching machine's keys come from a profile rather than the environment.
 STORE_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 MAX_SLUG = 50
+RUN_ID_TAIL = re.compile(r"-[0-9a-f]{8}$")  # launcher.state makes run ids "<task name>-<8 hex>"
 
 
-def kernel_slug(job_id: str) -> str:
-    """``"toy-1a2b3c4d" -> "launch-toy-1a2b3c4d"``: lower-case letters, digits and dashes, at most
-    50 characters; a long name is cut in the middle so the job's unique tail stays."""
-    slug = re.sub(r"[^a-z0-9]+", "-", f"launch-{job_id}".lower()).strip("-")
+def task_name(run_id: str) -> str:
+    """``"toy-1a2b3c4d" -> "toy"``: the task's name, which every job of the task shares."""
+    return RUN_ID_TAIL.sub("", run_id) or run_id
+
+
+def kernel_slug(run_id: str) -> str:
+    """``"toy-1a2b3c4d" -> "launch-toy"``: one kernel per task name (and user), so that the secrets
+    attached to it in the editor serve every job of the task. Lower-case letters, digits and
+    dashes, at most 50 characters; a long name is cut and ends in a hash of the whole name."""
+    name = task_name(run_id)
+    slug = re.sub(r"[^a-z0-9]+", "-", f"launch-{name}".lower()).strip("-")
     if len(slug) > MAX_SLUG:
-        slug = slug[:MAX_SLUG - 9].rstrip("-") + "-" + slug[-8:]
+        slug = slug[:MAX_SLUG - 9].rstrip("-") + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
     return slug
 
 
 def kernel_metadata(kernel_id: str, *, enable_gpu: bool, enable_internet: bool,
-                    machine_shape: str | None = None) -> dict[str, Any]:
+                    machine_shape: str | None = None, enable_tpu: bool = False) -> dict[str, Any]:
     """kernel-metadata.json of a private script kernel; its title slugifies to its id."""
     meta = {"id": kernel_id, "title": kernel_id.split("/", 1)[1], "code_file": CODE_FILE,
             "language": "python", "kernel_type": "script", "is_private": True,
-            "enable_gpu": enable_gpu, "enable_tpu": False, "enable_internet": enable_internet,
+            "enable_gpu": enable_gpu and not enable_tpu, "enable_tpu": enable_tpu,
+            "enable_internet": enable_internet,
             "dataset_sources": [], "competition_sources": [], "kernel_sources": [], "model_sources": []}
     if machine_shape:
         meta["machine_shape"] = machine_shape
     return meta
 
 
+def secret_names(spec: RunSpec, temporary: bool = False) -> list[str]:
+    """The names a session reads from the user's Kaggle secrets: the store's keys (unless the
+    kernel carries temporary ones) and every secret the task declares."""
+    names = {k for k in spec.secrets if k not in PLAIN_STORE_VARS}
+    if temporary:
+        return sorted(names - {*STORE_SECRETS, *OPTIONAL_SECRETS})
+    return sorted(names | set(STORE_SECRETS))
+
+
 def kernel_config(spec: RunSpec, *, bundles: list[dict[str, str]], pythonpath: list[str],
                   workdir: str | None, session_limit: float, margin: float,
-                  control_interval: float) -> dict[str, Any]:
-    """The CONFIG of one attempt's script. Secret values stay out (checked)."""
+                  control_interval: float, store_credentials: dict[str, str] | None = None) -> dict[str, Any]:
+    """The CONFIG of one attempt's script. The task's secret values stay out (checked);
+    ``store_credentials`` (short-lived, scoped to the job's prefix) go in when given."""
     public = spec.public_dict()
     public["workdir"] = None  # the script sets it, with the deadline, when the session starts
     public["deadline"] = None
+    temporary = store_credentials is not None
     config = {
         "job_id": spec.job_id, "attempt": spec.attempt, "store_uri": spec.store_uri,
         "store_env": {k: v for k, v in sorted(spec.secrets.items()) if k in PLAIN_STORE_VARS},
-        "secret_names": sorted({*STORE_SECRETS, *(k for k in spec.secrets if k not in PLAIN_STORE_VARS)}),
-        "optional_secrets": list(OPTIONAL_SECRETS),
+        "secret_names": secret_names(spec, temporary),
+        "optional_secrets": [] if temporary else list(OPTIONAL_SECRETS),
+        "store_credentials": dict(store_credentials or {}),
         "bundles": bundles, "pythonpath": pythonpath, "workdir": workdir,
         "session_limit": float(session_limit), "margin": float(margin),
         "control_interval": float(control_interval), "spec": public,
@@ -85,6 +106,13 @@ def kernel_config(spec: RunSpec, *, bundles: list[dict[str, str]], pythonpath: l
         if key not in PLAIN_STORE_VARS and len(value or "") >= 8 and value in text:
             raise ValueError(f"the value of secret {key} would be written into the kernel")
     return config
+
+
+def check_config(names: list[str], job_id: str, attempt: int) -> dict[str, Any]:
+    """The CONFIG of a *check* version: it only reads ``names`` from the Kaggle secrets and ends
+    (complete: all attached; error: some are not). See ``attachments``."""
+    return {"check_only": True, "job_id": job_id, "attempt": attempt, "secret_names": sorted(names),
+            "optional_secrets": [], "session_limit": 600.0, "margin": 0.0}
 
 
 def kernel_source(config: dict[str, Any]) -> str:

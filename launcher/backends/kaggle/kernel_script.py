@@ -9,8 +9,10 @@ In order:
 
 1. The session starts now: the deadline is ``now + session_limit - margin``.
 2. The store credentials and the task's secrets are read by name from the user's Kaggle secrets
-   (``kaggle_secrets``, attached to the notebook). Their values go into this process's S3 client
-   and a 0600 ``secrets.json`` for the agent, nowhere else.
+   (``kaggle_secrets``, attached to the notebook), or the store credentials come in ``CONFIG``
+   (``LAUNCH_KAGGLE_CREDENTIALS=temporary``: short-lived, limited to the job's prefix). Their
+   values go into this process's S3 client and a 0600 ``secrets.json`` for the agent, nowhere
+   else. A *check* version (``check_only``) stops after reading the names.
 3. The code bundles are downloaded from the store and unpacked; ``spec.json`` gets the deadline.
 4. ``logs/attempt-N.started`` goes into the store (start time, deadline) for the launcher.
 5. ``python -m launcher.agent spec.json`` runs the attempt (checkpoints down, run, uploads); its
@@ -248,7 +250,20 @@ def fail_attempt(store: Store, attempt: int, message: str) -> None:
         say(f"could not report the failure to the store: {type(e).__name__}")
 
 
+def check(config: dict) -> int:
+    """A check version: read the secret names and say whether all are attached (exit 0 or 1)."""
+    try:
+        read_secrets(config["secret_names"], config.get("optional_secrets", []))
+    except BootstrapError as e:
+        say(str(e))
+        return 1
+    say(f"all {len(config['secret_names'])} secrets are attached to this notebook")
+    return 0
+
+
 def main(config: dict) -> int:
+    if config.get("check_only"):
+        return check(config)
     started = time.time()
     n = int(config["attempt"])
     deadline = started + float(config["session_limit"]) - float(config["margin"])
@@ -260,6 +275,8 @@ def main(config: dict) -> int:
     except BootstrapError as e:
         say(str(e))
         return 1
+    # Short-lived store credentials that the launcher put into this private kernel, when it did.
+    secrets.update(config.get("store_credentials") or {})
     os.environ.update(config.get("store_env") or {})
     ensure_boto3()
     store = Store(config["store_uri"], config.get("store_env") or {}, secrets)

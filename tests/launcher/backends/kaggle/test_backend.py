@@ -34,30 +34,47 @@ class Clock:
 
 
 class ScriptedClient:
-    """Kaggle as scripted: each status call answers the next item (the last one repeats)."""
+    """Kaggle as scripted: each status call answers the next item (the last one repeats); each
+    push takes the next of ``refusals`` (an exception) or succeeds; ``quota`` answers ``quota``
+    or, when None, fails as the call does on an API without it."""
 
     username = "ada"
 
-    def __init__(self, statuses=("running",)):
+    def __init__(self, statuses=("running",), quota=None, refusals=()):
         self.statuses = list(statuses)
         self.status_calls = 0
+        self.versions_asked: list[int | None] = []
         self.pushes: list[dict] = []
+        self.refusals = list(refusals)
+        self.quota_view = quota
+        self.deleted: list[str] = []
 
     def check(self):
         return None
 
     def push(self, folder: Path, timeout=None, accelerator=None):
+        if self.refusals:
+            raise self.refusals.pop(0)
         self.pushes.append({"meta": json.loads((folder / "kernel-metadata.json").read_text()),
                             "source": (folder / "launch_kernel.py").read_text(), "timeout": timeout})
         return PushResult("/code/ada/x", len(self.pushes), "https://kaggle.example/code/ada/x")
 
-    def status(self, kernel):
+    def status(self, kernel, version=None):
         self.status_calls += 1
+        self.versions_asked.append(version)
         item = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
         if isinstance(item, Exception):
             raise item
         state, _, message = item.partition(":")
         return KernelStatus(state, message)
+
+    def quota(self):
+        if self.quota_view is None:
+            raise KaggleAPIError("kaggle quota failed: HTTP 404: Not found")
+        return self.quota_view
+
+    def delete(self, kernel):
+        self.deleted.append(kernel)
 
 
 def backend(tmp_path, statuses=("running",), clock=None):
@@ -68,7 +85,7 @@ def backend(tmp_path, statuses=("running",), clock=None):
 
 def pushed_handle(tmp_path, attempt=1):
     store_uri = f"file://{tmp_path}/store/runs/toy-1a2b3c4d"
-    return {"backend": "kaggle", "kernel": "ada/launch-toy-1a2b3c4d", "attempt": attempt,
+    return {"backend": "kaggle", "kernel": "ada/launch-toy", "attempt": attempt,
             "store_uri": store_uri, "version": attempt, "pushed_at": 1000.0}
 
 
@@ -82,7 +99,7 @@ def test_the_registry_gives_the_kaggle_backend():
 
 def test_provision_names_the_kernel_and_the_sessions_limits(tmp_path):
     h = backend(tmp_path).provision(ProvisionRequest("toy-1a2b3c4d", 2, "kaggle", {"accelerators": "T4:2"}))
-    assert h["slug"] == "launch-toy-1a2b3c4d" and h["host"] == "kaggle:launch-toy-1a2b3c4d"
+    assert h["slug"] == "launch-toy" and h["host"] == "kaggle:launch-toy" and h["kind"] == "gpu"
     assert h["machine_shape"] == "NvidiaTeslaT4" and h["enable_gpu"] and h["price_per_hour"] == 0.0
     assert h["session"] == {"limit_s": 600, "margin_s": 60, "usable_s": 540}
     assert json.loads(json.dumps(h)) == h
@@ -115,6 +132,7 @@ def test_start_run_uploads_the_bundles_once_and_pushes_a_kernel_without_secret_v
     work.mkdir()
     (work / "train.py").write_text("print('hi')\n")
     secrets = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE12345", "AWS_SECRET_ACCESS_KEY": "very-secret-value-123"}
+    b.attachments.passed("ada/launch-toy", list(secrets), 0.0)  # seen attached by an earlier job
     for attempt in (1, 2):
         h = b.provision(ProvisionRequest("toy-1a2b3c4d", attempt, "kaggle", {}))
         b.bootstrap(h)
@@ -122,15 +140,15 @@ def test_start_run_uploads_the_bundles_once_and_pushes_a_kernel_without_secret_v
         assert stats.files_sent > 1  # the workdir and the launcher's own files
         b.start_run(h, RunSpec("toy-1a2b3c4d", attempt, "python train.py", secrets=secrets,
                                store_uri="s3://ckpt-bucket/runs/toy-1a2b3c4d"))
-        assert h["version"] == attempt and h["host"] == f"kaggle:ada/launch-toy-1a2b3c4d v{attempt}"
+        assert h["version"] == attempt and h["host"] == f"kaggle:ada/launch-toy v{attempt}"
     keys = sorted(o["Key"] for o in aws.list_objects_v2(Bucket="ckpt-bucket")["Contents"])
     assert [k.split("/")[-1].split("-")[0] for k in keys] == ["launcher", "workdir"]
     push = b.client.pushes[-1]
-    assert push["meta"]["id"] == "ada/launch-toy-1a2b3c4d" and push["meta"]["is_private"] is True
+    assert push["meta"]["id"] == "ada/launch-toy" and push["meta"]["is_private"] is True
     assert push["timeout"] == 600
     assert "AWS_SECRET_ACCESS_KEY" in push["source"]
     assert not any(v in p["source"] for p in b.client.pushes for v in secrets.values())
-    assert (tmp_path / "kaggle" / "toy-1a2b3c4d" / "attempt-2" / "launch_kernel.py").exists()
+    assert (tmp_path / "kaggle" / "toy-1a2b3c4d" / "attempt-2" / "run" / "launch_kernel.py").exists()
 
 
 @pytest.mark.parametrize("status, exit_code, started, want, code", [
@@ -194,10 +212,11 @@ def test_an_api_outage_is_running_unless_the_store_has_the_exit_code(tmp_path):
 
 
 def test_terminate_asks_the_kernel_to_stop_and_twice_is_quiet(tmp_path):
-    b, h = backend(tmp_path), pushed_handle(tmp_path, attempt=3)
+    b, h = backend(tmp_path, ["running", "complete"]), pushed_handle(tmp_path, attempt=3)
     b.terminate(h)
     b.terminate(h)
     assert logs(h).get_bytes("attempt-3.control") == b"cancel"
+    assert b.client.deleted == [] and b.client.versions_asked == [3, 3]
 
 
 def test_terminate_is_quiet_for_a_session_never_pushed_or_already_over(tmp_path):
@@ -251,15 +270,16 @@ H = 3600.0
 
 
 def test_a_gpu_session_gets_what_the_weekly_quota_has_left(tmp_path):
-    req = ProvisionRequest("j-1", 3, "kaggle", {"accelerators": "P100:1"})
+    # Kaggle's quota view does not answer (ScriptedClient's default): launch's own count.
+    req = ProvisionRequest("j-1", 3, "kaggle", {"accelerators": "T4:1"})
     h = quota_backend(tmp_path, [(30 * H, 18 * H), (12 * H, 0)]).provision(req)  # 24 of 30 h used
     assert h["session"] == {"limit_s": 6 * H, "margin_s": 900.0, "usable_s": 6 * H - 900.0}
     h = quota_backend(tmp_path, [(100 * H, 90 * H)]).provision(req)  # nothing used in the window
-    assert h["session"]["limit_s"] == 12 * H
+    assert h["session"]["limit_s"] == 12 * H - 60  # below the service's maximum
     off = quota_backend(tmp_path, [(30 * H, 0)], weekly_gpu_hours=0).provision(req)  # check turned off
-    assert off["session"]["limit_s"] == 12 * H
+    assert off["session"]["limit_s"] == 12 * H - 60
     cpu = quota_backend(tmp_path, [(30 * H, 0)], enable_gpu=False).provision(ProvisionRequest("j-1", 3, "kaggle", {}))
-    assert not cpu["enable_gpu"] and cpu["session"]["limit_s"] == 12 * H
+    assert not cpu["enable_gpu"] and cpu["session"]["limit_s"] == 12 * H - 60
 
 
 def test_an_exhausted_quota_is_a_capacity_wait_that_says_when_it_frees(tmp_path):

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from launcher.backends.base import NoCapacityError
-from launcher.backends.kaggle.config import KaggleCredentials, KaggleSettings, machine_shape
+from launcher.backends.kaggle.config import KaggleCredentials, KaggleSettings, machine_shape, session_limit
 
 
 @pytest.fixture(autouse=True)
@@ -37,11 +37,31 @@ def test_environment_wins_over_the_default(monkeypatch):
 
 
 @pytest.mark.parametrize("acc, shape", [
-    ("T4:2", "NvidiaTeslaT4"), ({"P100": 1}, "NvidiaTeslaP100"), (["V100", "L4"], "NvidiaL4"),
-    ("h100", "NvidiaH100"), (None, None),
+    ("T4:2", "NvidiaTeslaT4"), (["P100", "T4"], "NvidiaTeslaT4"), (["V100", "L4", "T4"], "NvidiaTeslaT4"),
+    ("tpu-v5e-8", "TpuV5E8"), (None, None),
 ])
 def test_machine_shape_from_the_tasks_accelerators(acc, shape):
     assert machine_shape({"accelerators": acc} if acc else {}, KaggleSettings()) == shape
+
+
+@pytest.mark.parametrize("acc, why", [
+    ({"P100": 1}, "P100 is retired"),  # a push asking for it silently runs on a T4
+    ("L4:4", "restricted"), ("h100", "restricted"), ("A100", "restricted"),
+])
+def test_a_shape_an_ordinary_account_cannot_get_is_no_capacity(acc, why):
+    with pytest.raises(NoCapacityError, match=why):
+        machine_shape({"accelerators": acc}, KaggleSettings())
+
+
+def test_an_account_with_restricted_shapes_lists_them(monkeypatch):
+    monkeypatch.setenv("LAUNCH_KAGGLE_SHAPES", "NvidiaTeslaT4, NvidiaH100")
+    assert machine_shape({"accelerators": "H100"}, KaggleSettings.from_env()) == "NvidiaH100"
+
+
+def test_sessions_ask_for_less_than_the_service_maximum():
+    s = KaggleSettings(session_limit=24 * 3600)
+    assert session_limit(s, "gpu") < 12 * 3600 and session_limit(s, "tpu") < 9 * 3600
+    assert session_limit(KaggleSettings(session_limit=600), "tpu") == 600
 
 
 def test_accelerator_setting_wins_over_the_task(monkeypatch):
@@ -50,7 +70,7 @@ def test_accelerator_setting_wins_over_the_task(monkeypatch):
 
 
 def test_an_accelerator_kaggle_lacks_is_no_capacity_and_names_what_it_has():
-    with pytest.raises(NoCapacityError, match="Kaggle offers no V100.*P100, T4"):
+    with pytest.raises(NoCapacityError, match="Kaggle has no V100.*may use NvidiaTeslaT4"):
         machine_shape({"accelerators": "V100:8"}, KaggleSettings())
 
 
@@ -67,6 +87,21 @@ def test_credentials_from_kaggle_json_in_the_config_dir(monkeypatch, tmp_path):
     (tmp_path / "cfg" / "kaggle.json").write_text(json.dumps({"username": "bob", "key": "s3cr3t"}))
     creds = KaggleCredentials.find()
     assert creds.username == "bob" and creds.source.endswith("kaggle.json") and "s3cr3t" not in repr(creds)
+
+
+def test_credentials_in_the_sdks_order(monkeypatch, tmp_path):
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    (home / ".kaggle").mkdir(parents=True)
+    (home / ".kaggle" / "credentials.json").write_text(json.dumps({"refresh_token": "r", "username": "ada"}))
+    assert KaggleCredentials.find() == KaggleCredentials("ada", "~/.kaggle/credentials.json (kaggle auth login)")
+    monkeypatch.setenv("KAGGLE_USERNAME", "bob")
+    monkeypatch.setenv("KAGGLE_KEY", "k" * 32)
+    assert KaggleCredentials.find().source == "KAGGLE_USERNAME/KAGGLE_KEY"  # the legacy key comes first
+    (home / ".kaggle" / "access_token").write_text("KGAT_x\n")
+    assert KaggleCredentials.find().source == "~/.kaggle/access_token"
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "KGAT_y")
+    assert KaggleCredentials.find().source == "KAGGLE_API_TOKEN"
 
 
 def test_no_credentials_anywhere():

@@ -36,11 +36,12 @@ def literal_config(source: str) -> dict:
 
 
 @pytest.mark.parametrize("job_id, slug", [
-    ("toy-1a2b3c4d", "launch-toy-1a2b3c4d"),
-    ("My_Big.Run-deadbeef", "launch-my-big-run-deadbeef"),
-    ("a" * 80 + "-0123abcd", "launch-" + "a" * 34 + "-0123abcd"),
+    ("toy-1a2b3c4d", "launch-toy"),  # one kernel per task name: its attached secrets serve every job
+    ("My_Big.Run-deadbeef", "launch-my-big-run"),
+    ("toy-2", "launch-toy-2"),  # not a run id's tail
+    ("a" * 80 + "-0123abcd", "launch-" + "a" * 34 + "-0f45e858"),
 ])
-def test_kernel_slug_is_short_lower_case_and_keeps_the_unique_tail(job_id, slug):
+def test_kernel_slug_is_one_per_task_name_short_and_lower_case(job_id, slug):
     assert kernel.kernel_slug(job_id) == slug and len(slug) <= 50
 
 
