@@ -57,7 +57,9 @@ workdir: {REPO}
 run: |
   python -m trainers.quickstart {FLAGS} --step-sleep 1.2
 """)
-    with fake_kaggle.FakeKaggle(tmp_path / "kaggle", secrets=secrets, limits=[25, 10, 25]) as kaggle:
+    # The first session is the check that the secrets are attached, then the runs' sessions.
+    with fake_kaggle.FakeKaggle(tmp_path / "kaggle", secrets=secrets, limits=[25, 25, 10, 25],
+                                attached={"launchuser/launch-qs": list(secrets)}) as kaggle:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KAGGLE_", "LAUNCH_", "AWS_"))}
         env.update({**s3_server.env(), **kaggle.env(), "LAUNCH_HOME": str(tmp_path / "home"),
                     "LAUNCH_KAGGLE_SESSION_LIMIT": "25", "LAUNCH_KAGGLE_MARGIN": "5",
