@@ -5,7 +5,7 @@ SDK against ``fake_kaggle.py``, which answers as the service does, and a real S3
   kernel's URL, the names, Add-ons > Secrets), waits without a GPU session, and runs the job once
   the user attached them in the "web UI". Authenticated with an access token (KAGGLE_API_TOKEN).
 - Temporary credentials: nothing attached at all; the kernel carries STS credentials limited to
-  the job's prefix, and the long-lived key appears in no pushed kernel.
+  the job's prefix (moto's server for STS and S3), and the long-lived key is in no pushed kernel.
 - Pushes refused with 503 (an HTML page), 429 and "Maximum batch GPU session count" are waits:
   the job succeeds once a session is free, and no attempt counts as a setup failure.
 - An exhausted weekly quota (Kaggle's quota view) is a wait that says when it resets.
@@ -14,6 +14,7 @@ SDK against ``fake_kaggle.py``, which answers as the service does, and a real S3
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import urllib.request
 from pathlib import Path
@@ -67,7 +68,16 @@ def test_unattached_secrets_are_asked_for_once_then_the_job_runs(tmp_path, s3_se
         assert "KAGGLE_KEY" not in env and env["KAGGLE_API_TOKEN"] in kaggle.tokens  # token auth only
 
 
-def test_temporary_credentials_need_nothing_attached(tmp_path, s3_server):
+@pytest.fixture
+def sts_s3_server():
+    """moto's server for S3 and STS (AssumeRole): SeaweedFS has no role to assume. It takes any
+    key; this one is distinctive, so that a leak of it can be seen."""
+    for server in load_by_path(HERE / "conftest.py", "kaggle_service_conftest")._moto():
+        yield dataclasses.replace(server, access_key="AKIALONGLIVED0001", secret_key="long-lived-secret-7f3e9a")
+
+
+def test_temporary_credentials_need_nothing_attached(tmp_path, sts_s3_server):
+    s3_server = sts_s3_server
     bucket = s3_server.make_bucket()
     with fake_kaggle.FakeKaggle(tmp_path / "kaggle", secrets={}, limits=30) as kaggle, \
             Launch(launch_env(tmp_path, s3_server, kaggle, LAUNCH_KAGGLE_CREDENTIALS="temporary",
@@ -83,9 +93,11 @@ def test_temporary_credentials_need_nothing_attached(tmp_path, s3_server):
         assert f"runs/{job['run_id']}/{contract.DONE_NAME}" in sessions_test.store_objects(s3_server, bucket)
 
 
-def occupy_gpu(kaggle, seconds: float) -> None:
-    """Another kernel of the same account holds a GPU session (pushed from the web, say)."""
-    body = json.dumps({"slug": "launchuser/other-notebook", "text": f"import time\ntime.sleep({seconds})\n",
+def occupy_gpu(kaggle, until: Path) -> None:
+    """Another kernel of the same account holds a GPU session (pushed from the web, say) until the
+    file ``until`` exists."""
+    code = f"import os, time\nwhile not os.path.exists({str(until)!r}):\n    time.sleep(0.1)\n"
+    body = json.dumps({"slug": "launchuser/other-notebook", "text": code,
                        "language": "python", "kernelType": "script", "enableGpu": True}).encode()
     auth = base64.b64encode(f"{kaggle.username}:{kaggle.key}".encode()).decode()
     req = urllib.request.Request(kaggle.url + fake_kaggle.KERNELS + "SaveKernel", data=body,
@@ -100,10 +112,12 @@ def test_refused_pushes_are_waits_and_the_job_runs_when_a_session_frees(tmp_path
     with fake_kaggle.FakeKaggle(tmp_path / "kaggle", secrets=secrets, limits=30, gpu_sessions=1,
                                 attached={KERNEL: STORE_KEYS}) as kaggle, \
             Launch(launch_env(tmp_path, s3_server, kaggle)) as launch:
-        occupy_gpu(kaggle, 25)
+        occupy_gpu(kaggle, until=tmp_path / "other-done")
         kaggle.refusals += ["503", "429"]  # the next two pushes, whatever the session count
         launch("up", str(toy_task(tmp_path, steps=5)), "--infra", "kaggle", "--store", f"s3://{bucket}/runs", "-d")
-        job = launch.wait(timeout=240)
+        wait_for(launch, "the session limit", lambda d: any("session count" in r for r in reasons(d)), timeout=180)
+        (tmp_path / "other-done").touch()  # the other session ends
+        job = launch.wait(timeout=180)
         summary = [(a["number"], a["state"], a["reason"]) for a in job["attempts"]]
         assert job["state"] == "SUCCEEDED", (summary, kaggle.refused)
         states = [a["state"] for a in job["attempts"]]

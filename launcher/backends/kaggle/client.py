@@ -113,6 +113,10 @@ class KaggleClient:
         try:
             api.authenticate()
         except SystemExit:
+            source = self.credentials.source if self.credentials else None
+            if source and "token" in source.lower():  # found, but Kaggle did not take it
+                raise BackendError(f"Kaggle refused the access token in {source} (expired or revoked?): get a "
+                                   "new one with `kaggle auth login` or at https://www.kaggle.com/settings/api") from None
             raise BackendError(MISSING_CREDENTIALS) from None
         self._sdk = api
         return api

@@ -157,3 +157,9 @@ def test_delete_stops_the_kernels_running_session(fake, tmp_path, monkeypatch):
         time.sleep(0.1)
     assert fake.sessions[0].status == "cancelAcknowledged"
     client.delete(KERNEL)  # gone already: quiet
+
+
+def test_a_refused_access_token_is_named_not_called_missing(fake, monkeypatch, capsys):
+    client = use(monkeypatch, {**fake.env(auth="token"), "KAGGLE_API_TOKEN": "KGAT_revoked"})
+    with pytest.raises(BackendError, match="refused the access token in KAGGLE_API_TOKEN.*kaggle auth login"):
+        client.push(Path("/nonexistent"))

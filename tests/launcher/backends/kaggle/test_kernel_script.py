@@ -127,3 +127,12 @@ def test_the_kernels_store_reads_and_writes_under_the_prefix(moto_s3):
     store.put("logs/attempt-1.control", b"term")
     assert moto_s3.get_object(Bucket="kernel-bucket", Key="runs/j/logs/attempt-1.control")["Body"].read() == b"term"
     assert store.get("logs/attempt-1.control") == b"term"
+
+
+def test_a_check_version_only_says_whether_the_secrets_are_attached(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "kaggle_secrets", kaggle_secrets({"A": "s3cr3t-value"}))
+    assert ks.main({"check_only": True, "secret_names": ["A"], "optional_secrets": []}) == 0
+    assert ks.main({"check_only": True, "secret_names": ["A", "B"], "optional_secrets": []}) == 1
+    out = capsys.readouterr().out
+    assert "all 1 secrets are attached" in out and "not found for this notebook: B" in out
+    assert "s3cr3t-value" not in out
