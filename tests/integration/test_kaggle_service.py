@@ -143,3 +143,20 @@ def test_an_exhausted_weekly_quota_waits_for_kaggle_to_give_hours_back(tmp_path,
         kaggle.quota_used = 0.0  # the window reset
         job = launch.wait(timeout=180)
         assert job["state"] == "SUCCEEDED", [(a["number"], a["state"], a["reason"]) for a in job["attempts"]]
+
+
+def test_a_status_that_lags_the_store_is_overruled_and_the_session_stopped(tmp_path, s3_server):
+    bucket = s3_server.make_bucket()
+    secrets = {"AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}
+    with fake_kaggle.FakeKaggle(tmp_path / "kaggle", secrets=secrets, limits=30,
+                                attached={KERNEL: STORE_KEYS}) as kaggle, \
+            Launch(launch_env(tmp_path, s3_server, kaggle, LAUNCH_KAGGLE_END_GRACE="2",
+                              LAUNCH_KAGGLE_STOP_WAIT="2")) as launch:
+        kaggle.stuck_versions = {2}  # v1 is the secrets check; the run's version keeps saying "running"
+        launch("up", str(toy_task(tmp_path, steps=5)), "--infra", "kaggle", "--store", f"s3://{bucket}/runs", "-d")
+        job = launch.wait(timeout=180)
+        summary = [(a["number"], a["state"], a["reason"]) for a in job["attempts"]]
+        assert job["state"] == "SUCCEEDED" and len(job["attempts"]) == 1, summary
+        assert "Kaggle still said running" in job["attempts"][0]["reason"], summary
+        run = kaggle.sessions[-1]
+        assert run.version == 2 and run.deleted, "the kernel whose status never ended was deleted"

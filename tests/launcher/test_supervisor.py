@@ -170,3 +170,27 @@ def test_fire_drills_at_a_share_of_the_training(tmp_path):
     assert (term, kill) == ("term", "kill") and 30 <= at_term <= 31 and 60 <= at_kill <= 61
     fired = [e["message"] for e in state.events(job.id) if e["kind"] == "chaos"]
     assert fired == ["fire drill term@30% on attempt 1", "fire drill kill@60% on attempt 2"]
+
+
+def test_a_start_refused_for_capacity_is_a_wait_not_a_setup_failure():
+    """A Kaggle push refused for the GPU session limit comes from start_run: more of them than
+    max_setup_failures still end in success, each machine released."""
+    from launcher.backends.base import NoCapacityError
+
+    class RefusingStarts(FakeBackend):
+        refusals = 4
+
+        def start_run(self, handle, spec):
+            super().start_run(handle, spec)
+            if self.refusals:
+                self.refusals -= 1
+                raise NoCapacityError("Maximum batch GPU session count of 2 reached.")
+
+    state = st.State()
+    job = state.create_job(name="t", task_path=None, task_yaml=TASK.format(errors=0, extra=""),
+                           infra="fake", store_uri="", options={})
+    clock, backend = FakeClock(), RefusingStarts([])
+    sup = Supervisor(state, job.id, backend_for=lambda infra: backend, clock=clock.time, sleep=clock.sleep)
+    assert sup.run() == st.SUCCEEDED
+    assert states(state, job) == ["NO_CAPACITY"] * 4 + ["SUCCEEDED"]
+    assert backend.live == set() and sum(clock.slept) >= 5 + 10 + 20 + 40

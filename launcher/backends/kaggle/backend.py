@@ -191,7 +191,8 @@ class KaggleBackend(Backend):
     def _push_check(self, handle: dict[str, Any], spec: RunSpec, folder: Path) -> None:
         meta = kernel.kernel_metadata(handle["kernel"], enable_gpu=False, enable_internet=self.settings.enable_internet)
         config = kernel.check_config(handle["secret_names"], spec.job_id, spec.attempt)
-        result = self.client.push(kernel.write_kernel(folder, meta, kernel.kernel_source(config)), timeout=CHECK_TIMEOUT)
+        folder = kernel.write_kernel(folder, meta, kernel.kernel_source(config))
+        result = self.client.push(folder, timeout=CHECK_TIMEOUT)
         handle["check"] = {"version": result.version, "pushed_at": self.clock()}
         handle["url"] = result.url
         handle["host"] = f"kaggle:{handle['kernel']} v{result.version} (secrets check)"

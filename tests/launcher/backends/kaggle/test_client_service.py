@@ -36,6 +36,11 @@ def use(monkeypatch, env: dict[str, str]) -> KaggleClient:
     return KaggleClient(KaggleSettings.from_env())
 
 
+def no_key(env: dict[str, str]) -> dict[str, str]:
+    """The fake's environment without the legacy key (the SDK must find another way)."""
+    return {k: v for k, v in env.items() if k not in ("KAGGLE_USERNAME", "KAGGLE_KEY")}
+
+
 def kernel_folder(tmp_path: Path, code: str = "print('hi')\n", name: str = "kernel", **meta) -> Path:
     folder = tmp_path / name
     folder.mkdir()
@@ -67,7 +72,7 @@ def test_an_access_token_file_is_found_where_the_sdk_looks(fake, tmp_path, monke
     home = tmp_path / "home" / ".kaggle"
     home.mkdir(parents=True)
     (home / "access_token.txt").write_text(fake.new_token() + "\n")
-    client = use(monkeypatch, {k: v for k, v in fake.env().items() if not k.startswith("KAGGLE_U") and k != "KAGGLE_KEY"})
+    client = use(monkeypatch, no_key(fake.env()))
     assert client.check().source == "~/.kaggle/access_token.txt"
     assert client.push(kernel_folder(tmp_path)).version == 1
 
@@ -79,7 +84,7 @@ def test_oauth_credentials_from_kaggle_auth_login_are_used(fake, tmp_path, monke
     (home / "credentials.json").write_text(json.dumps({
         "refresh_token": "refresh-xyz", "access_token": fake.new_token(), "access_token_expiration": expires,
         "username": "launchuser", "scopes": []}))
-    client = use(monkeypatch, {k: v for k, v in fake.env().items() if not k.startswith("KAGGLE_U") and k != "KAGGLE_KEY"})
+    client = use(monkeypatch, no_key(fake.env()))
     assert client.check() == KaggleCredentials("launchuser", "~/.kaggle/credentials.json (kaggle auth login)")
     assert client.username == "launchuser"
     assert client.push(kernel_folder(tmp_path)).version == 1
