@@ -198,6 +198,9 @@ class Supervisor:
         except NoCapacityError as e:  # refused when starting (a Kaggle push): a wait, not a setup failure
             self._end_attempt(n, handle, "NO_CAPACITY", str(e))
             return Event(Outcome.NO_CAPACITY, reason=str(e), option=option)
+        except CredentialsError as e:  # refused when starting (a Kaggle push): final, as in provision
+            self._end_attempt(n, handle, "SETUP_FAILED", str(e))
+            return Event(Outcome.SETUP_FAILED, reason=str(e), option=option, final=True, final_note="")
         except BackendError as e:
             self._end_attempt(n, handle, "SETUP_FAILED", str(e))
             return Event(Outcome.SETUP_FAILED, reason=str(e), option=option)

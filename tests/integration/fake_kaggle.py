@@ -9,7 +9,11 @@
 What it emulates, on 127.0.0.1, as the service behaves (not as we would like it to):
 - Authentication: HTTP basic auth with the user's legacy key, or ``Authorization: Bearer`` with an
   access token in ``tokens`` (``KAGGLE_API_TOKEN``, ``~/.kaggle/access_token``, OAuth); the SDK
-  first asks ``security.OAuthService/IntrospectToken`` who a token belongs to.
+  first asks ``security.OAuthService/IntrospectToken`` who a token belongs to. Anything else is
+  401. OAuth (``kaggle auth login``): ``users.AccountService/GenerateAccessToken`` trades a
+  refresh token in ``refresh_tokens`` for a new access token (12 h); ``expire`` ends an access
+  token early, as its 12 h running out does. ``outages`` answers the next N calls of a method
+  with a front end's HTML 503 (``{"IntrospectToken": 2}``).
 - ``POST /api/v1/kernels.KernelsApiService/SaveKernel`` (``kaggle kernels push``): a kernel of that
   user; each push is a new version whose session starts at once. A push while the kernel still
   has a session running is recorded in ``overlaps``. Refusals, as Kaggle answers them:
@@ -59,8 +63,10 @@ from typing import Any
 MARKER = "FAKE_KAGGLE_SESSION"
 KERNELS = "/api/v1/kernels.KernelsApiService/"
 INTROSPECT = "/api/v1/security.OAuthService/IntrospectToken"
+GENERATE_TOKEN = "/api/v1/users.AccountService/GenerateAccessToken"
 SECRETS_PATH = "/requests/GetUserSecretByLabelRequest"
 RETIRED = {"NvidiaTeslaP100": "NvidiaTeslaT4"}  # runs on the replacement, no error
+HTML_503 = "<html><head><title>503 Service Unavailable</title></head><body>busy</body></html>"
 MAX_TIMEOUT = {"gpu": 12 * 3600, "tpu": 9 * 3600, "cpu": 12 * 3600}
 
 KAGGLE_SECRETS_MODULE = '''\
@@ -183,6 +189,8 @@ class FakeKaggle:
         self.secrets = dict(secrets or {})
         self.attached: dict[str, set[str]] = {k: set(v) for k, v in (attached or {}).items()}
         self.tokens = dict(tokens or {})  # access token -> its user
+        self.refresh_tokens: dict[str, str] = {}  # OAuth refresh token -> its user
+        self.outages: dict[str, int] = {}  # method -> how many of its next calls answer 503
         self.limits = [limits] if isinstance(limits, (int, float)) else list(limits)
         self.gpu_sessions, self.tpu_sessions, self.shapes = gpu_sessions, tpu_sessions, set(shapes)
         self.quota_hours, self.quota_used, self.quota_api = quota_hours, quota_used, quota_api
@@ -232,6 +240,22 @@ class FakeKaggle:
         self.tokens[token] = self.username
         return token
 
+    def oauth_login(self, home: Path, expires_in: float = 12 * 3600) -> str:
+        """What ``kaggle auth login`` leaves in ``home/.kaggle/credentials.json``; returns the
+        refresh token."""
+        refresh = "refresh-" + pysecrets.token_hex(8)
+        self.refresh_tokens[refresh] = self.username
+        expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=expires_in)
+        (home / ".kaggle").mkdir(parents=True, exist_ok=True)
+        (home / ".kaggle" / "credentials.json").write_text(json.dumps({
+            "refresh_token": refresh, "access_token": self.new_token(), "access_token_expiration": expires.isoformat(),
+            "username": self.username, "scopes": []}))
+        return refresh
+
+    def expire(self, token: str) -> None:
+        """The access token's time is up (12 h for OAuth ones): Kaggle answers 401 to it."""
+        self.tokens.pop(token, None)
+
     # --- what the user does in the web UI -------------------------------------------------------
     def attach(self, kernel: str, names: list[str]) -> None:
         """The user opens the kernel in the editor and attaches these secrets (Add-ons > Secrets)."""
@@ -259,6 +283,14 @@ class FakeKaggle:
         user, _, key = base64.b64decode(header[6:]).decode().partition(":")
         return user == self.username and key == self.key
 
+    def generate_token(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        user = self.refresh_tokens.get(body.get("refreshToken") or "")
+        if not user:
+            return 401, {"code": 401, "message": "Unauthenticated"}
+        token = "KGAT_" + pysecrets.token_hex(16)
+        self.tokens[token] = user
+        return 200, {"token": token, "expiresIn": 12 * 3600, "userName": user}
+
     def introspect(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         user = self.tokens.get(body.get("token") or "")
         return 200, ({"active": True, "username": user, "scope": "resources.admin:*"} if user else {"active": False})
@@ -272,7 +304,7 @@ class FakeKaggle:
             if what == "429":
                 return 429, {"code": 429, "message": "Too many requests"}
             if what == "503":
-                return 503, "<html><head><title>503 Service Unavailable</title></head><body>busy</body></html>"
+                return 503, HTML_503
             return 200, {"error": f"Maximum batch GPU session count of {self.gpu_sessions} reached."}
         live = [s for s in self.sessions if s.running and s.accelerator == kind]
         if kind == "gpu" and len(live) >= self.gpu_sessions:
@@ -431,11 +463,17 @@ def _handler(fake: FakeKaggle):
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             fake.requests.append((self.path, raw))
             body = json.loads(raw or b"{}")
+            method = self.path.rsplit("/", 1)[-1]
+            if fake.outages.get(method):
+                fake.outages[method] -= 1
+                return self._reply(503, HTML_503)
             if self.path == SECRETS_PATH:
                 auth = self.headers.get("X-Kaggle-Authorization") or ""
                 return self._reply(*fake.user_secret(auth.removeprefix("Bearer "), body.get("Label", "")))
             if self.path == INTROSPECT:
                 return self._reply(*fake.introspect(body))
+            if self.path == GENERATE_TOKEN:
+                return self._reply(*fake.generate_token(body))
             if not self.path.startswith(KERNELS):
                 return self._reply(404, {"code": 404, "message": f"no such endpoint {self.path}"})
             if not fake.authorized(self.headers.get("Authorization")):

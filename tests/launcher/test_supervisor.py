@@ -79,6 +79,22 @@ def test_refused_credentials_fail_the_job_at_once_saying_only_why():
     assert state.job(job.id).reason == "the provider refused the API key (HTTP 401): set VAST_API_KEY"
 
 
+def test_credentials_refused_when_starting_the_run_fail_the_job_at_once_too():
+    """Kaggle learns the key is bad only when the run's kernel is pushed (start_run)."""
+    from launcher.backends.base import CredentialsError
+
+    state = st.State()
+    job, sup, backend, _ = make(state, ["succeeded"], errors=3)
+
+    def refuse(handle, spec):
+        raise CredentialsError("Kaggle refused the credentials in kaggle.json (HTTP 401): sign in again")
+
+    backend.start_run = refuse
+    assert sup.run() == st.FAILED
+    assert states(state, job) == ["SETUP_FAILED"]
+    assert state.job(job.id).reason.startswith("Kaggle refused the credentials")
+
+
 def test_no_capacity_fails_over_to_next_option_with_backoff():
     state = st.State()
     extra = "  any_of:\n    - accelerators: V100:1\n    - accelerators: A6000:1"

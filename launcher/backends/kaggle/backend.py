@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher import contract
-from launcher.backends.base import (Backend, BackendError, HostLostError, MissingDependencyError,
+from launcher.backends.base import (Backend, BackendError, CredentialsError, HostLostError, MissingDependencyError,
                                     NoCapacityError, ProvisionRequest, RunSpec, RunState, RunStatus,
                                     SyncStats)
 from launcher.backends.kaggle import kernel, quota
@@ -216,7 +216,7 @@ class KaggleBackend(Backend):
             return self._poll_check(handle, now)
         try:
             ks = self.client.status(handle["kernel"], handle.get("version"))
-        except KaggleAPIError as e:  # cannot tell: a published exit code is still an answer
+        except (KaggleAPIError, CredentialsError) as e:  # cannot tell: a published exit code is still an answer
             handle["api_error"] = str(e)
             code = self._read_int(handle, contract.exit_name(handle["attempt"]))
             return self._final(handle, status_from_exit_code(code)) if code is not None else RUNNING
@@ -247,7 +247,7 @@ class KaggleBackend(Backend):
         kernel_id, names = handle["kernel"], handle["secret_names"]
         try:
             ks = self.client.status(kernel_id, handle["check"]["version"])
-        except KaggleAPIError as e:
+        except (KaggleAPIError, CredentialsError) as e:
             handle["api_error"] = str(e)
             return RUNNING
         if not ks.terminal:
@@ -334,7 +334,7 @@ class KaggleBackend(Backend):
             try:
                 if self.client.status(handle["kernel"], handle["version"]).terminal:
                     return True
-            except KaggleAPIError:
+            except (KaggleAPIError, CredentialsError):
                 pass
             if self.clock() >= deadline:
                 return False

@@ -16,6 +16,15 @@ individual kernel versions is not supported"). What stops a session from here is
 (all versions, and the secrets attached to it); the backend first asks the kernel through the
 store (see ``launcher.backends.kaggle.backend``).
 
+Credentials. Where the SDK finds them (``KaggleCredentials.find``). A 401 means they are wrong,
+revoked or expired: an OAuth access token (``kaggle auth login``) lasts 12 h while a job's
+supervisor runs for days, and the SDK takes a token for valid until 30 min after it expired, so
+on a 401 with OAuth credentials the client trades the refresh token for a new access token (the
+SDK's own ``KaggleCredentials.refresh_access_token``, which saves it where the SDK looks) and
+makes the call again. Any other 401, or one after the refresh, is ``CredentialsError``: no retry
+can help, and the job fails at once saying which credentials were refused. A 429/5xx while
+authenticating is a wait like any other.
+
 Refusals. Kaggle refuses a push for want of capacity in several ways, all :class:`KaggleCapacityError`
 (a ``NoCapacityError``: the supervisor waits with back-off, or tries the next option): the
 response's ``error`` "Maximum batch GPU session count of 2 reached." (HTTP 200), HTTP 429 (rate
@@ -27,11 +36,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launcher.backends.base import BackendError, MissingDependencyError, NoCapacityError
+from launcher.backends.base import BackendError, CredentialsError, MissingDependencyError, NoCapacityError
 from launcher.backends.kaggle.config import MISSING_CREDENTIALS, KaggleCredentials, KaggleSettings
 
 INSTALL_HINT = "the kaggle backend needs the kaggle SDK: pip install 'launch[kaggle]'"
@@ -47,6 +57,8 @@ class KaggleCapacityError(KaggleAPIError, NoCapacityError):
     """Kaggle refused a push for want of capacity (see the module docstring)."""
 
 
+RENEW = ("sign in again with `kaggle auth login`, or set KAGGLE_API_TOKEN to a new token from "
+         "https://www.kaggle.com/settings/api")
 CAPACITY_STATUS = frozenset({429, 502, 503, 504})
 CAPACITY_WORDS = re.compile(r"session count|quota|accelerator|machine.?shape|not available|too many|"
                             r"rate limit|try again", re.IGNORECASE)
@@ -92,10 +104,10 @@ class KaggleClient:
         self._sdk: Any = None
 
     def check(self) -> KaggleCredentials:
-        """Raise BackendError unless credentials exist; returns where they are."""
+        """Raise CredentialsError unless credentials exist; returns where they are."""
         creds = self.credentials or KaggleCredentials.find()
         if not creds.present:
-            raise BackendError(MISSING_CREDENTIALS)
+            raise CredentialsError(MISSING_CREDENTIALS)
         self.credentials = creds
         return creds
 
@@ -115,11 +127,54 @@ class KaggleClient:
         except SystemExit:
             source = self.credentials.source if self.credentials else None
             if source and "token" in source.lower():  # found, but Kaggle did not take it
-                raise BackendError(f"Kaggle refused the access token in {source} (expired or revoked?): get a "
-                                   "new one with `kaggle auth login` or at https://www.kaggle.com/settings/api") from None
-            raise BackendError(MISSING_CREDENTIALS) from None
+                raise CredentialsError(f"Kaggle refused the access token in {source} (expired or revoked?): "
+                                       f"{RENEW}") from None
+            raise CredentialsError(MISSING_CREDENTIALS) from None
+        except Exception as e:  # the token check (IntrospectToken) or the OAuth refresh did not answer
+            if _http_status(e) == 401:
+                raise self._refused(e) from None
+            if _http_status(e) in CAPACITY_STATUS:
+                raise KaggleCapacityError(f"Kaggle did not answer the sign-in: {_describe(e)}") from None
+            raise KaggleAPIError(f"Kaggle sign-in failed: {_describe(e)}") from None
         self._sdk = api
         return api
+
+    def _call(self, fn: Callable[[Any], Any]) -> Any:
+        """``fn(sdk)``; on a 401 with OAuth credentials, once more after refreshing the access
+        token. CredentialsError for a 401 that stays; other errors as the SDK raised them."""
+        for again in (False, True):
+            api = self._api()
+            try:
+                return fn(api)
+            except Exception as e:
+                if _http_status(e) != 401:
+                    raise
+                self._sdk = None
+                if again or not self._oauth() or not self._refresh(api):
+                    raise self._refused(e) from None
+        raise AssertionError("unreachable")
+
+    def _oauth(self) -> bool:
+        return bool(self.credentials and self.credentials.source and "kaggle auth login" in self.credentials.source)
+
+    def _refresh(self, api: Any) -> bool:
+        """A new OAuth access token from the refresh token (saved in ~/.kaggle/credentials.json)."""
+        from kagglesdk.kaggle_creds import KaggleCredentials as SdkCredentials
+
+        api.config_values.pop(api.CONFIG_NAME_TOKEN, None)  # the expired one: not sent along
+        try:
+            with api.build_kaggle_client() as kaggle:
+                creds = SdkCredentials.load(client=kaggle)
+                if creds is None:
+                    return False
+                creds.refresh_access_token()
+        except Exception:
+            return False
+        return True
+
+    def _refused(self, e: BaseException) -> CredentialsError:
+        source = (self.credentials.source if self.credentials else None) or "the Kaggle credentials"
+        return CredentialsError(f"Kaggle refused the credentials in {source} ({_describe(e)}): {RENEW}")
 
     @property
     def username(self) -> str:
@@ -128,9 +183,11 @@ class KaggleClient:
     def push(self, folder: Path, timeout: int | None = None, accelerator: str | None = None) -> PushResult:
         """Push the kernel in ``folder`` (kernel-metadata.json + its code file) as a new version,
         which Kaggle queues to run at once."""
-        api = self._api()
         try:
-            resp = api.kernels_push(str(folder), timeout=str(int(timeout)) if timeout else None, acc=accelerator)
+            resp = self._call(lambda api: api.kernels_push(str(folder), timeout=str(int(timeout)) if timeout else None,
+                                                           acc=accelerator))
+        except BackendError:
+            raise
         except Exception as e:
             status, said = _http_status(e), _describe(e)
             if status in CAPACITY_STATUS or (status in (400, 403) and CAPACITY_WORDS.search(said)):
@@ -145,10 +202,11 @@ class KaggleClient:
     def status(self, kernel: str, version: int | None = None) -> KernelStatus:
         """The status of one version of the kernel (``owner/slug``), the latest when None (which
         may be another job's, or one saved in the editor)."""
-        api = self._api()
         ref = f"{kernel}/{version}" if version is not None else kernel
         try:
-            resp = api.kernels_status(ref)
+            resp = self._call(lambda api: api.kernels_status(ref))
+        except BackendError:
+            raise
         except Exception as e:
             raise KaggleAPIError(f"kaggle kernels status {ref} failed: {_describe(e)}") from None
         state = getattr(resp.status, "name", str(resp.status)).lower()
@@ -156,9 +214,10 @@ class KaggleClient:
 
     def quota(self) -> Quota:
         """The weekly GPU/TPU quota (the SDK's ``quota_view``); KaggleAPIError when the call fails."""
-        api = self._api()
         try:
-            resp = api.quota_view()
+            resp = self._call(lambda api: api.quota_view())
+        except BackendError:
+            raise
         except Exception as e:
             raise KaggleAPIError(f"kaggle quota failed: {_describe(e)}") from None
 
@@ -179,9 +238,10 @@ class KaggleClient:
 
     def delete(self, kernel: str) -> None:
         """Delete the kernel (every version; a running session stops). Quiet when it is gone."""
-        api = self._api()
         try:
-            api.kernels_delete(kernel, no_confirm=True)
+            self._call(lambda api: api.kernels_delete(kernel, no_confirm=True))
+        except BackendError:
+            raise
         except Exception as e:
             if _http_status(e) == 404:
                 return

@@ -14,7 +14,7 @@ import pytest
 
 from launcher.testing import load_by_path
 
-from launcher.backends.base import BackendError
+from launcher.backends.base import BackendError, CredentialsError
 from launcher.backends.kaggle.client import KaggleAPIError, KaggleClient
 from launcher.backends.kaggle.config import MISSING_CREDENTIALS, KaggleCredentials, KaggleSettings
 
@@ -65,10 +65,10 @@ def test_push_then_status_through_the_sdk(kaggle, tmp_path):
     assert kaggle.session_logs().strip() == "hello"
 
 
-def test_a_wrong_key_is_an_api_error_that_shows_no_key(kaggle, tmp_path, monkeypatch):
+def test_a_wrong_key_is_a_credentials_error_that_shows_no_key(kaggle, tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLE_KEY", "0" * 32)
     client = KaggleClient(KaggleSettings.from_env())
-    with pytest.raises(KaggleAPIError, match="HTTP 401") as e:
+    with pytest.raises(CredentialsError, match="HTTP 401") as e:
         client.status("launchuser/launch-client-test")
     assert "0" * 32 not in str(e.value) and kaggle.key not in str(e.value)
 

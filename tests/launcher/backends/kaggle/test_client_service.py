@@ -4,7 +4,6 @@ version, the quota view, and stopping a kernel's session."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.backends.base import BackendError, NoCapacityError
+from launcher.backends.base import CredentialsError, NoCapacityError
 from launcher.backends.kaggle.client import KaggleAPIError, KaggleClient
 from launcher.backends.kaggle.config import MISSING_CREDENTIALS, KaggleCredentials, KaggleSettings
 from launcher.testing import load_by_path
@@ -78,21 +77,56 @@ def test_an_access_token_file_is_found_where_the_sdk_looks(fake, tmp_path, monke
 
 
 def test_oauth_credentials_from_kaggle_auth_login_are_used(fake, tmp_path, monkeypatch):
-    home = tmp_path / "home" / ".kaggle"
-    home.mkdir(parents=True)
-    expires = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=6)).isoformat()
-    (home / "credentials.json").write_text(json.dumps({
-        "refresh_token": "refresh-xyz", "access_token": fake.new_token(), "access_token_expiration": expires,
-        "username": "launchuser", "scopes": []}))
+    fake.oauth_login(tmp_path / "home")
     client = use(monkeypatch, no_key(fake.env()))
     assert client.check() == KaggleCredentials("launchuser", "~/.kaggle/credentials.json (kaggle auth login)")
     assert client.username == "launchuser"
     assert client.push(kernel_folder(tmp_path)).version == 1
 
 
+def test_an_oauth_access_token_that_expires_while_the_job_runs_is_refreshed(fake, tmp_path, monkeypatch):
+    """An OAuth access token lasts 12 h and a job's supervisor runs for days; the SDK takes a token
+    for valid until 30 min after it expired, so the client refreshes it itself on a 401."""
+    fake.oauth_login(tmp_path / "home")
+    client = use(monkeypatch, no_key(fake.env()))
+    assert client.push(kernel_folder(tmp_path)).version == 1
+    creds = tmp_path / "home" / ".kaggle" / "credentials.json"
+    old = json.loads(creds.read_text())["access_token"]
+    fake.expire(old)  # 12 h later
+    assert wait_done(client, KERNEL, 1).state == "complete"
+    new = json.loads(creds.read_text())["access_token"]
+    assert new != old and new in fake.tokens  # refreshed with the refresh token, saved where the SDK keeps it
+
+
+def test_a_revoked_login_fails_at_once_naming_kaggle_auth_login(fake, tmp_path, monkeypatch):
+    refresh = fake.oauth_login(tmp_path / "home")
+    client = use(monkeypatch, no_key(fake.env()))
+    client.push(kernel_folder(tmp_path))
+    fake.refresh_tokens.pop(refresh)
+    fake.expire(json.loads((tmp_path / "home" / ".kaggle" / "credentials.json").read_text())["access_token"])
+    with pytest.raises(CredentialsError, match="refused .*credentials.json.*kaggle auth login"):
+        client.status(KERNEL, 1)
+
+
+def test_a_wrong_legacy_key_is_a_credentials_error_not_a_failed_push(fake, tmp_path, monkeypatch):
+    client = use(monkeypatch, {**fake.env(), "KAGGLE_KEY": "0" * 32})
+    with pytest.raises(CredentialsError, match="refused the credentials in KAGGLE_USERNAME/KAGGLE_KEY.*HTTP 401"):
+        client.push(kernel_folder(tmp_path))
+    with pytest.raises(CredentialsError):
+        client.quota()
+
+
+def test_an_outage_of_the_token_check_is_no_capacity_not_a_crash(fake, tmp_path, monkeypatch):
+    client = use(monkeypatch, fake.env(auth="token"))
+    fake.outages["IntrospectToken"] = 1
+    with pytest.raises(NoCapacityError, match="HTTP 503: 503 Service Unavailable"):
+        client.push(kernel_folder(tmp_path))
+    assert client.push(kernel_folder(tmp_path, name="again")).version == 1  # the next one goes through
+
+
 def test_the_missing_credentials_message_names_the_current_ways():
     assert "kaggle auth login" in MISSING_CREDENTIALS and "KAGGLE_API_TOKEN" in MISSING_CREDENTIALS
-    with pytest.raises(BackendError, match="kaggle auth login"):
+    with pytest.raises(CredentialsError, match="kaggle auth login"):
         KaggleClient(KaggleSettings(), KaggleCredentials(None, None)).check()
 
 
@@ -166,5 +200,5 @@ def test_delete_stops_the_kernels_running_session(fake, tmp_path, monkeypatch):
 
 def test_a_refused_access_token_is_named_not_called_missing(fake, monkeypatch, capsys):
     client = use(monkeypatch, {**fake.env(auth="token"), "KAGGLE_API_TOKEN": "KGAT_revoked"})
-    with pytest.raises(BackendError, match="refused the access token in KAGGLE_API_TOKEN.*kaggle auth login"):
+    with pytest.raises(CredentialsError, match="refused the access token in KAGGLE_API_TOKEN.*kaggle auth login"):
         client.push(Path("/nonexistent"))
