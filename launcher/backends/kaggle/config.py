@@ -31,8 +31,9 @@ variable                                  meaning                         defaul
 
 The weekly quota figures are only the fallback: Kaggle's own quota view is asked first. Machine
 shapes: an ordinary account gets a T4 (x2) GPU or a TPU v5e-8; A100, H100 and L4 are restricted
-(add them to ``LAUNCH_KAGGLE_SHAPES`` if the account has them); the P100 is retired, and a push
-that asks for it silently runs on a T4, so launch refuses it. A session asks Kaggle for a timeout
+(add them to ``LAUNCH_KAGGLE_SHAPES`` if the account has them); the P100 and the TPU v3-8 are
+retired, and a push that asks for one silently runs on a T4 or a TPU v5e-8, so launch refuses
+them. A session asks Kaggle for a timeout
 below the service's maximum (12 h, TPU 9 h).
 """
 
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.backends.base import NoCapacityError
+from launcher.errors import InfraError
 from launcher.settings import env_bool, env_float
 
 # SkyPilot accelerator names -> Kaggle machine shapes (``kaggle kernels push --accelerator``).
@@ -58,7 +60,10 @@ MACHINE_SHAPES = {
     "TPU-V5LITEPOD-8": "TpuV5E8",
 }
 TPU_SHAPES = frozenset({"TpuV5E8"})
-RETIRED = {"P100": "NvidiaTeslaT4"}  # a push asking for it runs on this instead, without a word
+# A push asking for a retired accelerator runs on another one without an error (the SDK only warns).
+RETIRED = {"P100": "NvidiaTeslaT4", "TPU-V3-8": "TpuV5E8"}
+RETIRED_SHAPES = {"nvidiateslap100": "NvidiaTeslaT4", "tpuv38": "TpuV5E8", "tpu1vmv38": "TpuV5E8",
+                  "tpuv232": "a CPU", "tpuv2256": "a CPU"}
 ORDINARY_SHAPES = ("NvidiaTeslaT4", "TpuV5E8")
 # The longest session Kaggle runs, and what we ask for at most (a timeout below it).
 SERVICE_MAX = {"gpu": 12 * 3600.0, "cpu": 12 * 3600.0, "tpu": 9 * 3600.0}
@@ -95,7 +100,7 @@ class KaggleSettings:
             margin=env_float("LAUNCH_KAGGLE_MARGIN", d.margin),
             enable_gpu=env_bool("LAUNCH_KAGGLE_GPU", d.enable_gpu),
             enable_internet=env_bool("LAUNCH_KAGGLE_INTERNET", d.enable_internet),
-            accelerator=os.environ.get("LAUNCH_KAGGLE_ACCELERATOR") or None,
+            accelerator=_accelerator(os.environ.get("LAUNCH_KAGGLE_ACCELERATOR") or None),
             poll_interval=env_float("LAUNCH_KAGGLE_POLL_INTERVAL", d.poll_interval),
             control_interval=env_float("LAUNCH_KAGGLE_CONTROL_INTERVAL", d.control_interval),
             start_grace=env_float("LAUNCH_KAGGLE_START_GRACE", d.start_grace),
@@ -106,7 +111,8 @@ class KaggleSettings:
             min_session=env_float("LAUNCH_KAGGLE_MIN_SESSION", d.min_session),
             shapes=tuple(x.strip() for x in os.environ.get("LAUNCH_KAGGLE_SHAPES", "").split(",") if x.strip())
             or d.shapes,
-            credentials=_credentials_mode(os.environ.get("LAUNCH_KAGGLE_CREDENTIALS") or d.credentials),
+            credentials=_credentials_mode(os.environ.get("LAUNCH_KAGGLE_CREDENTIALS") or d.credentials,
+                                          os.environ.get("LAUNCH_KAGGLE_ROLE_ARN")),
             role_arn=os.environ.get("LAUNCH_KAGGLE_ROLE_ARN") or None,
             secrets_recheck=env_float("LAUNCH_KAGGLE_SECRETS_RECHECK", d.secrets_recheck),
             end_grace=env_float("LAUNCH_KAGGLE_END_GRACE", d.end_grace),
@@ -122,10 +128,21 @@ class KaggleSettings:
         return asdict(self)
 
 
-def _credentials_mode(value: str) -> str:
+def _credentials_mode(value: str, role_arn: str | None) -> str:
     if value not in ("secrets", "temporary"):
-        raise ValueError(f"LAUNCH_KAGGLE_CREDENTIALS={value!r}: expected 'secrets' or 'temporary'")
+        raise InfraError(f"LAUNCH_KAGGLE_CREDENTIALS={value!r}: expected 'secrets' or 'temporary'")
+    if value == "temporary" and not role_arn:
+        raise InfraError("LAUNCH_KAGGLE_CREDENTIALS=temporary needs LAUNCH_KAGGLE_ROLE_ARN: the role whose "
+                         "credentials, limited to the job's prefix, the kernel carries")
     return value
+
+
+def _accelerator(shape: str | None) -> str | None:
+    instead = RETIRED_SHAPES.get((shape or "").lower())
+    if instead:
+        raise InfraError(f"LAUNCH_KAGGLE_ACCELERATOR={shape}: retired; Kaggle would run the session on {instead} "
+                         f"instead (an ordinary account has {', '.join(ORDINARY_SHAPES)})")
+    return shape
 
 
 def accelerator_kind(shape: str | None, gpu: bool) -> str:

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from launcher.backends.base import NoCapacityError
+from launcher.errors import InfraError
 from launcher.backends.kaggle.config import KaggleCredentials, KaggleSettings, machine_shape, session_limit
 
 
@@ -46,6 +47,7 @@ def test_machine_shape_from_the_tasks_accelerators(acc, shape):
 
 @pytest.mark.parametrize("acc, why", [
     ({"P100": 1}, "P100 is retired"),  # a push asking for it silently runs on a T4
+    ("tpu-v3-8", "tpu-v3-8 is retired"),  # ... on a TPU v5e-8
     ("L4:4", "restricted"), ("h100", "restricted"), ("A100", "restricted"),
 ])
 def test_a_shape_an_ordinary_account_cannot_get_is_no_capacity(acc, why):
@@ -67,6 +69,25 @@ def test_sessions_ask_for_less_than_the_service_maximum():
 def test_accelerator_setting_wins_over_the_task(monkeypatch):
     monkeypatch.setenv("LAUNCH_KAGGLE_ACCELERATOR", "NvidiaTeslaT4Highmem")
     assert machine_shape({"accelerators": "P100"}, KaggleSettings.from_env()) == "NvidiaTeslaT4Highmem"
+
+
+@pytest.mark.parametrize("shape", ["NvidiaTeslaP100", "TpuV38", "tpu1vmv38"])
+def test_a_retired_shape_in_the_setting_is_refused_at_once(monkeypatch, shape):
+    monkeypatch.setenv("LAUNCH_KAGGLE_ACCELERATOR", shape)
+    with pytest.raises(InfraError, match=f"LAUNCH_KAGGLE_ACCELERATOR={shape}: retired"):
+        KaggleSettings.from_env()
+
+
+@pytest.mark.parametrize("env, said", [
+    ({"LAUNCH_KAGGLE_CREDENTIALS": "vault"}, "LAUNCH_KAGGLE_CREDENTIALS='vault': expected 'secrets' or 'temporary'"),
+    ({"LAUNCH_KAGGLE_CREDENTIALS": "temporary"}, "LAUNCH_KAGGLE_CREDENTIALS=temporary needs LAUNCH_KAGGLE_ROLE_ARN"),
+])
+def test_bad_credential_settings_are_refused_at_once_in_one_line(monkeypatch, env, said):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(InfraError) as e:
+        KaggleSettings.from_env()
+    assert str(e.value).startswith(said) and "\n" not in str(e.value)
 
 
 def test_an_accelerator_kaggle_lacks_is_no_capacity_and_names_what_it_has():
