@@ -65,7 +65,8 @@ KERNELS = "/api/v1/kernels.KernelsApiService/"
 INTROSPECT = "/api/v1/security.OAuthService/IntrospectToken"
 GENERATE_TOKEN = "/api/v1/users.AccountService/GenerateAccessToken"
 SECRETS_PATH = "/requests/GetUserSecretByLabelRequest"
-RETIRED = {"NvidiaTeslaP100": "NvidiaTeslaT4"}  # runs on the replacement, no error
+# Retired shapes run on a replacement without an error (the SDK only warns).
+RETIRED = {"NvidiaTeslaP100": "NvidiaTeslaT4", "TpuV38": "TpuV5E8", "Tpu1VmV38": "TpuV5E8"}
 HTML_503 = "<html><head><title>503 Service Unavailable</title></head><body>busy</body></html>"
 MAX_TIMEOUT = {"gpu": 12 * 3600, "tpu": 9 * 3600, "cpu": 12 * 3600}
 
@@ -145,6 +146,14 @@ class Session:
 
     def used(self, now: float) -> float:
         return ((self.ended or now) - self.started) if self.started else 0.0
+
+
+def session_kind(body: dict[str, Any]) -> str:
+    """``tpu``, ``gpu`` or ``cpu``: the machine shape decides; without one, the (deprecated) flags."""
+    shape = RETIRED.get(body.get("machineShape") or "", body.get("machineShape") or "")
+    if shape:
+        return "tpu" if shape.startswith("Tpu") else "gpu"
+    return "tpu" if body.get("enableTpu") else "gpu" if body.get("enableGpu") else "cpu"
 
 
 def session_pids(marker: str) -> list[int]:
@@ -297,8 +306,7 @@ class FakeKaggle:
 
     def refusal(self, body: dict[str, Any]) -> tuple[int, Any] | None:
         """Why Kaggle refuses this push, as it answers it; None when it takes it."""
-        kind = "tpu" if body.get("enableTpu") else "gpu" if body.get("enableGpu") or body.get("machineShape") else "cpu"
-        shape = body.get("machineShape")
+        kind, shape = session_kind(body), body.get("machineShape")
         if self.refusals:
             what = self.refusals.pop(0)
             if what == "429":
@@ -358,12 +366,11 @@ class FakeKaggle:
             if body.get("sessionTimeoutSeconds"):
                 limit = min(limit, float(body["sessionTimeoutSeconds"]))
             token = pysecrets.token_hex(12)
-            shape = body.get("machineShape")
-            kind = "tpu" if body.get("enableTpu") else "gpu" if body.get("enableGpu") or shape else "cpu"
+            shape, kind = body.get("machineShape"), session_kind(body)
             s = Session(id=1000 + n, kernel=kernel, version=version, limit=limit,
                         folder=self.root / "sessions" / f"{slug}-{n}-v{version}", token=token,
                         marker=pysecrets.token_hex(8), accelerator=kind,
-                        shape=RETIRED.get(shape, shape) if kind == "gpu" else shape,
+                        shape=RETIRED.get(shape, shape),
                         stuck=version in self.stuck_versions)
             self.sessions.append(s)
         threading.Thread(target=self._run, args=(s, body["text"]), daemon=True).start()
