@@ -16,7 +16,8 @@ How a session ended is read from the store, not from Kaggle: the agent writes
 may be another job's) only says *whether* the session is over; over with an exit code -> that
 code's state; over without one after the kernel had started the attempt
 (``logs/attempt-N.started``) -> PREEMPTED ("session ended": killed at its limit); over before that
--> FAILED when Kaggle reports an error, else PREEMPTED. When the store has the exit code but
+-> FAILED when Kaggle reports an error before the session's limit (the kernel itself failed),
+else PREEMPTED (a slow bootstrap cut by the limit, a session that ended quietly). When the store has the exit code but
 Kaggle still says running ``end_grace`` seconds later, the store is believed.
 
 Credentials. Either (``LAUNCH_KAGGLE_CREDENTIALS=secrets``, the default) the store's keys and the
@@ -235,6 +236,9 @@ class KaggleBackend(Backend):
             return self._final(handle, RunStatus(RunState.PREEMPTED, None, f"session ended ({said})"))
         if now - handle.get("pushed_at", now) < self.settings.start_grace:
             return RUNNING  # the version may not have started yet
+        if now - handle.get("pushed_at", now) >= self._limit(handle):  # its limit ended it, whatever Kaggle says
+            return self._final(handle, RunStatus(RunState.PREEMPTED, None, (
+                f"session ended at its limit before the attempt started ({said})")))
         if ks.state == "error":
             return self._final(handle, RunStatus(RunState.FAILED, None, (
                 f"the kernel failed before the attempt started ({said}); see its log: "

@@ -189,6 +189,17 @@ def test_a_session_that_ended_quietly_before_starting_is_preempted(tmp_path):
     assert got.state is RunState.PREEMPTED and "before it started" in got.reason
 
 
+def test_a_session_cut_at_its_limit_before_the_attempt_started_is_preempted_not_failed(tmp_path):
+    """On a slow session the bootstrap may not have reached the attempt when the limit ends it;
+    Kaggle then says ``error`` too, but the job did nothing wrong."""
+    clock = Clock()
+    h = {**pushed_handle(tmp_path), "session": {"limit_s": 600.0}}
+    clock.now = h["pushed_at"] + 601
+    got = backend(tmp_path, ["error:session exceeded its time limit"], clock).poll(h)
+    assert got.state is RunState.PREEMPTED and got.exit_code is None
+    assert "before the attempt started" in got.reason and "limit" in got.reason
+
+
 def test_kaggle_is_asked_at_most_every_poll_interval_and_not_after_the_end(tmp_path):
     clock = Clock()
     b, h = backend(tmp_path, ["running", "complete"], clock), pushed_handle(tmp_path)
