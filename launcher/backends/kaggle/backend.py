@@ -55,7 +55,7 @@ from launcher.backends.base import (Backend, BackendError, CredentialsError, Hos
                                     SyncStats)
 from launcher.backends.kaggle import kernel, quota
 from launcher.backends.kaggle.attachments import Attachments, instructions
-from launcher.backends.kaggle.client import INSTALL_HINT, KaggleAPIError, KaggleClient
+from launcher.backends.kaggle.client import INSTALL_HINT, KaggleAPIError, KaggleCapacityError, KaggleClient
 from launcher.backends.kaggle.config import KaggleSettings, accelerator_kind, machine_shape, session_limit
 from launcher.backends.local.backend import status_from_exit_code
 from launcher.errors import InfraError
@@ -327,9 +327,21 @@ class KaggleBackend(Backend):
         except BackendError:
             pass  # the store is out of reach; Kaggle can still stop it
         if not self._ended_within(handle, self.settings.stop_wait):
-            self.client.delete(handle["kernel"])
-            self.attachments.forget(handle["kernel"])
+            self._delete(handle["kernel"])
         handle["stopped"] = True
+
+    def _delete(self, kernel_id: str, tries: int = 4) -> None:
+        """Delete the kernel; a refusal Kaggle may lift (429, 5xx) is tried again after 5, 10, 20 s,
+        since a session left running keeps using the quota until its limit."""
+        for n in range(tries):
+            try:
+                self.client.delete(kernel_id)
+                break
+            except KaggleCapacityError:
+                if n == tries - 1:
+                    raise
+                self.sleep(5.0 * 2 ** n)
+        self.attachments.forget(kernel_id)
 
     def _ended_within(self, handle: dict[str, Any], wait: float) -> bool:
         """Whether Kaggle says the version is over within ``wait`` seconds."""

@@ -245,7 +245,8 @@ class KaggleClient:
         except Exception as e:
             if _http_status(e) == 404:
                 return
-            raise KaggleAPIError(f"kaggle kernels delete {kernel} failed: {_describe(e)}") from None
+            error = KaggleCapacityError if _http_status(e) in CAPACITY_STATUS else KaggleAPIError
+            raise error(f"kaggle kernels delete {kernel} failed: {_describe(e)}") from None
 
 
 def _endpoint_builder(api: Any, endpoint: str):

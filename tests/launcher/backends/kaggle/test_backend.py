@@ -48,6 +48,7 @@ class ScriptedClient:
         self.refusals = list(refusals)
         self.quota_view = quota
         self.deleted: list[str] = []
+        self.delete_refusals: list[Exception] = []  # raised by the next deletes, in turn
 
     def check(self):
         return None
@@ -74,6 +75,8 @@ class ScriptedClient:
         return self.quota_view
 
     def delete(self, kernel):
+        if self.delete_refusals:
+            raise self.delete_refusals.pop(0)
         self.deleted.append(kernel)
 
 

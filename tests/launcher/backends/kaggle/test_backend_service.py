@@ -137,6 +137,15 @@ def test_the_store_is_believed_when_kaggle_still_says_running_after_a_grace(tmp_
     assert b.client.deleted == ["ada/launch-toy"]
 
 
+def test_a_delete_refused_for_a_while_is_tried_again_so_the_session_stops(tmp_path):
+    """A 503 or 429 on DeleteKernel would leave the session using quota up to its 12 h."""
+    b, clock = make(tmp_path, ScriptedClient(["running"]))
+    b.client.delete_refusals = [KaggleCapacityError("HTTP 503: 503 Service Unavailable"),
+                                KaggleCapacityError("HTTP 429: Too many requests")]
+    b.terminate(pushed_handle(tmp_path))
+    assert b.client.deleted == ["ada/launch-toy"]
+
+
 def test_down_deletes_a_kernel_whose_session_does_not_stop(tmp_path):
     b, clock = make(tmp_path, ScriptedClient(["running"]))
     b.attachments.passed("ada/launch-toy", ["AWS_ACCESS_KEY_ID"], 0.0)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from launcher.backends.base import CredentialsError, NoCapacityError
-from launcher.backends.kaggle.client import KaggleAPIError, KaggleClient
+from launcher.backends.kaggle.client import KaggleAPIError, KaggleCapacityError, KaggleClient
 from launcher.backends.kaggle.config import MISSING_CREDENTIALS, KaggleCredentials, KaggleSettings
 from launcher.testing import load_by_path
 
@@ -196,6 +196,16 @@ def test_delete_stops_the_kernels_running_session(fake, tmp_path, monkeypatch):
         time.sleep(0.1)
     assert fake.sessions[0].status == "cancelAcknowledged"
     client.delete(KERNEL)  # gone already: quiet
+
+
+def test_a_delete_kaggle_does_not_answer_is_a_transient_refusal(fake, tmp_path, monkeypatch):
+    client = use(monkeypatch, fake.env())
+    client.push(kernel_folder(tmp_path, "import time\ntime.sleep(60)\n"))
+    fake.outages["DeleteKernel"] = 1
+    with pytest.raises(KaggleCapacityError, match="HTTP 503"):
+        client.delete(KERNEL)
+    client.delete(KERNEL)
+    assert fake.sessions[0].deleted
 
 
 def test_a_refused_access_token_is_named_not_called_missing(fake, monkeypatch, capsys):
