@@ -1,4 +1,4 @@
-"""The quickstart trainer on the fake Kaggle (see ``fake_kaggle.py``): sessions of 25 s,
+"""The quickstart trainer on the fake Kaggle (see ``fake_kaggle.py``): sessions of 40 s,
 the first stopped by the trainer's harness at ``LAUNCH_DEADLINE`` with a checkpoint, the second cut
 by the platform with no notice; three or more carry the job, and the final ``state.pt`` equals an
 uninterrupted run's, tensor for tensor."""
@@ -23,10 +23,14 @@ from trainers.common.testing import assert_states_equal
 pytestmark = pytest.mark.integration
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-# 20 steps of a tiny CNN, each padded to >= 1.2 s by --step-sleep (numerics unchanged): more than
-# the first two sessions can do however fast the machine (the first session's run stops 20 s after
-# it starts, the second is cut by the platform at 10 s), and few sessions when it is slow.
-FLAGS = ("--epochs 2 --num-samples 800 --batch-size 64 --width 8 --image-size 16 --ckpt-every 2 "
+# 30 steps of a tiny CNN, each padded to >= 1.2 s by --step-sleep (numerics unchanged): more than
+# the first two sessions can do however fast the machine (the first session's run stops 35 s after
+# it starts, the second is cut by the platform at 10 s). A session is long next to the trainer's
+# start-up (torch's import: 3 s idle, 10-15 s on a loaded machine), so that a slow machine still
+# needs only a few sessions: from the third one on, each short preemption doubles the supervisor's
+# back-off (5, 10, 20, 40 s ...): 25-s sessions took 5 on a loaded machine, and at 8 the back-off
+# alone is 5 min. Here a loaded machine needs 3 or 4.
+FLAGS = ("--epochs 3 --num-samples 800 --batch-size 64 --width 8 --image-size 16 --ckpt-every 2 "
          "--no-plot --log-every 10")
 
 
@@ -58,11 +62,11 @@ run: |
   python -m trainers.quickstart {FLAGS} --step-sleep 1.2
 """)
     # The first session is the check that the secrets are attached, then the runs' sessions.
-    with fake_kaggle.FakeKaggle(tmp_path / "kaggle", secrets=secrets, limits=[25, 25, 10, 25],
+    with fake_kaggle.FakeKaggle(tmp_path / "kaggle", secrets=secrets, limits=[40, 40, 10, 40],
                                 attached={"launchuser/launch-qs": list(secrets)}) as kaggle:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KAGGLE_", "LAUNCH_", "AWS_"))}
         env.update({**s3_server.env(), **kaggle.env(), "LAUNCH_HOME": str(tmp_path / "home"),
-                    "LAUNCH_KAGGLE_SESSION_LIMIT": "25", "LAUNCH_KAGGLE_MARGIN": "5",
+                    "LAUNCH_KAGGLE_SESSION_LIMIT": "40", "LAUNCH_KAGGLE_MARGIN": "5",
                     "LAUNCH_KAGGLE_POLL_INTERVAL": "0.5", "LAUNCH_KAGGLE_CONTROL_INTERVAL": "0.5",
                     "LAUNCH_KAGGLE_START_GRACE": "3"})
         t0 = time.monotonic()
