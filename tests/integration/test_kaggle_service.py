@@ -9,6 +9,7 @@ SDK against ``fake_kaggle.py``, which answers as the service does, and a real S3
 - Pushes refused with 503 (an HTML page), 429 and "Maximum batch GPU session count" are waits:
   the job succeeds once a session is free, and no attempt counts as a setup failure.
 - An exhausted weekly quota (Kaggle's quota view) is a wait that says when it resets.
+- A key Kaggle refuses fails the job at once, saying which credentials; nothing is pushed.
 """
 
 from __future__ import annotations
@@ -160,3 +161,16 @@ def test_a_status_that_lags_the_store_is_overruled_and_the_session_stopped(tmp_p
         assert "Kaggle still said running" in job["attempts"][0]["reason"], summary
         run = kaggle.sessions[-1]
         assert run.version == 2 and run.deleted, "the kernel whose status never ended was deleted"
+
+
+def test_a_refused_key_fails_the_job_at_once_naming_it(tmp_path, s3_server):
+    bucket = s3_server.make_bucket()
+    with fake_kaggle.FakeKaggle(tmp_path / "kaggle", secrets={}, limits=30) as kaggle, \
+            Launch({**launch_env(tmp_path, s3_server, kaggle), "KAGGLE_KEY": "0" * 32}) as launch:
+        launch("up", str(toy_task(tmp_path, steps=5)), "--infra", "kaggle", "--store", f"s3://{bucket}/runs", "-d")
+        job = launch.wait(timeout=60)
+        summary = [(a["number"], a["state"], a["reason"]) for a in job["attempts"]]
+        assert job["state"] == "FAILED" and len(job["attempts"]) == 1, summary  # no retry can help
+        assert "Kaggle refused the credentials in KAGGLE_USERNAME/KAGGLE_KEY (HTTP 401" in job["reason"], job
+        assert "kaggle auth login" in job["reason"] and "0" * 32 not in json.dumps(job)
+        assert kaggle.sessions == [] and kaggle.pushes == []
