@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from launcher.agent import write_atomic
 from launcher.backends.base import RunSpec
 from launcher.workdir import iter_files
 
@@ -123,9 +124,11 @@ def kernel_source(config: dict[str, Any]) -> str:
 
 
 def write_kernel(folder: Path, metadata: dict[str, Any], source: str) -> Path:
+    """The kernel's folder as ``kaggle kernels push`` takes it; the source readable by its owner
+    only (with temporary credentials it carries them)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=1))
-    (folder / CODE_FILE).write_text(source)
+    write_atomic(folder / CODE_FILE, source, mode=0o600)
     return folder
 
 

@@ -5,6 +5,7 @@ lags the store, stopping a session, and temporary store credentials instead of s
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -171,6 +172,8 @@ def test_temporary_credentials_scoped_to_the_prefix_need_no_attached_secret(tmp_
     assert set(creds) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
     assert cfg["secret_names"] == [] and creds["AWS_ACCESS_KEY_ID"] != secrets["AWS_ACCESS_KEY_ID"]
     assert secrets["AWS_SECRET_ACCESS_KEY"] not in source and h["credentials_expire_at"] > 0
+    kept = Path(h["run_folder"]) / "launch_kernel.py"  # the copy on this machine: the owner's only
+    assert creds["AWS_SESSION_TOKEN"] in kept.read_text() and kept.stat().st_mode & 0o077 == 0
 
 
 def test_temporary_credentials_without_a_role_are_a_setup_error(tmp_path, aws):
