@@ -29,12 +29,16 @@ REPO = HERE.parents[1]
 # start-up (torch's import: 3 s idle, 10-15 s on a loaded machine), so that a slow machine still
 # needs only a few sessions: from the third one on, each short preemption doubles the supervisor's
 # back-off (5, 10, 20, 40 s ...): 25-s sessions took 5 on a loaded machine, and at 8 the back-off
-# alone is 5 min. Here a loaded machine needs 3 or 4.
+# alone is 5 min. Here a loaded machine needs 3 to 5, one at load 14 on 2 cores 7.
 FLAGS = ("--epochs 3 --num-samples 800 --batch-size 64 --width 8 --image-size 16 --ckpt-every 2 "
-         "--no-plot --log-every 10")
+         "--no-plot --log-every 2")  # progress (the wait's bound) moves every 2 steps
 
 
 fake_kaggle = load_by_path(HERE / "fake_kaggle.py")
+# The wait is bounded by progress, not by a total time (which the back-off above makes grow fast
+# with the load): the job fails the test when its step stops moving for longer than the longest
+# back-off (300 s) and a session, or when it takes more sessions than a loaded machine needs.
+STALL, MAX_SESSIONS = 360, 8
 
 
 def launch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -71,11 +75,17 @@ run: |
                     "LAUNCH_KAGGLE_START_GRACE": "3"})
         t0 = time.monotonic()
         launch(env, "up", str(task), "--infra", "kaggle", "--store", f"s3://{bucket}/runs", "-d")
+        step, moved = -1, t0
         try:
-            while time.monotonic() - t0 < 400:
+            while True:
                 job = json.loads(launch(env, "status", "1", "--json").stdout)[0]
                 if job["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
                     break
+                now = time.monotonic()
+                if (job["progress"] or {}).get("step", 0) > step:
+                    step, moved = (job["progress"] or {}).get("step", 0), now
+                assert now - moved < STALL and len(job["attempts"]) <= MAX_SESSIONS, \
+                    ([(a["number"], a["state"], a["reason"]) for a in job["attempts"]], step)
                 time.sleep(2)
         finally:
             launch(env, "down", "1")  # quiet once the job ended; else no supervisor is left behind
