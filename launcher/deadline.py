@@ -12,6 +12,9 @@ uniform progress, ``work_total * elapsed / deadline``:
     no spot, behind the line                        -> on demand
     no spot, on or ahead of the line                -> wait for spot (nothing billing)
     on demand, not yet two changeovers ahead        -> stay on demand (hysteresis: no flapping)
+    on demand, ahead, no spot                       -> stay on demand: it leaves on demand for spot
+                                                       only, never for nothing (coming back would
+                                                       cost another changeover)
     time left < work left + two changeovers         -> on demand until the end (safety net)
 
 Greedy takes spot whenever it is there and waits otherwise, until the same safety net; always-spot
@@ -87,9 +90,13 @@ def uniform_progress(s: Situation) -> Choice:
     if s.in_safety_net:
         return _safety_net(s)
     behind = s.work_done < s.expected
-    if s.current is Mode.ON_DEMAND and s.work_done < s.expected + 2 * s.changeover:
-        return Choice(Mode.ON_DEMAND, f"on demand until two changeovers ahead of the progress line "
-                                      f"({_hours(s.work_done)} done, line at {_hours(s.expected)})")
+    if s.current is Mode.ON_DEMAND:
+        if s.work_done < s.expected + 2 * s.changeover:
+            return Choice(Mode.ON_DEMAND, f"on demand until two changeovers ahead of the progress "
+                                          f"line ({_hours(s.work_done)} done, line at {_hours(s.expected)})")
+        if not s.spot_available:
+            return Choice(Mode.ON_DEMAND, "on demand until spot is available again (ahead of the "
+                                          "progress line; leaving for nothing would cost a changeover back)")
     if s.spot_available:
         return Choice(Mode.SPOT, "spot is available")
     if behind:

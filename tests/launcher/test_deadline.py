@@ -25,7 +25,7 @@ ROWS = [
     ("uniform_progress", at(30, 20.05, True, Mode.ON_DEMAND), Mode.ON_DEMAND, "two changeovers"),
     ("uniform_progress", at(30, 20.05, False, Mode.ON_DEMAND), Mode.ON_DEMAND, "two changeovers"),
     ("uniform_progress", at(30, 20.25, True, Mode.ON_DEMAND), Mode.SPOT, "spot"),  # 0.25 h > 12 min
-    ("uniform_progress", at(30, 20.25, False, Mode.ON_DEMAND), Mode.NONE, "waiting"),
+    ("uniform_progress", at(30, 20.25, False, Mode.ON_DEMAND), Mode.ON_DEMAND, "until spot is available"),
     ("uniform_progress", at(60, 36.0, True, Mode.SPOT), Mode.ON_DEMAND, "safety net"),  # 12 h < 12 h + 12 min
     ("uniform_progress", at(60, 36.3, True, Mode.SPOT), Mode.SPOT, "spot"),  # 12 h > 11.7 h + 12 min
     ("uniform_progress", at(72, 48, False), Mode.NONE, "done"),
