@@ -24,9 +24,12 @@ computing at the speed of the machine (the same on spot and on demand).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+
+from launcher.errors import TaskError
 
 
 class Mode(str, Enum):
@@ -72,7 +75,7 @@ class Choice:
 
 
 def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 3600:.1f} h" if abs(seconds) >= 3600 else f"{seconds / 60:.0f} min"
 
 
 def _safety_net(s: Situation) -> Choice:
@@ -97,6 +100,8 @@ def uniform_progress(s: Situation) -> Choice:
         if not s.spot_available:
             return Choice(Mode.ON_DEMAND, "on demand until spot is available again (ahead of the "
                                           "progress line; leaving for nothing would cost a changeover back)")
+        return Choice(Mode.SPOT, f"spot is available and the job is two changeovers ahead of the "
+                                 f"progress line ({_hours(s.work_done)} done, line at {_hours(s.expected)})")
     if s.spot_available:
         return Choice(Mode.SPOT, "spot is available")
     if behind:
@@ -137,3 +142,120 @@ POLICIES: dict[str, Callable[[Situation], Choice]] = {
 def choose(policy: str, situation: Situation) -> Choice:
     """What to run on now under ``policy`` (a key of ``POLICIES``)."""
     return POLICIES[policy](situation)
+
+
+# --- the supervisor's side: a situation from the job's state -----------------------------------
+
+DEFAULT_CHANGEOVER = 360.0  # until attempts have been measured: the paper's order of magnitude
+MIN_CHANGEOVER = 60.0
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str, what: str) -> float:
+    """``"36h"``, ``"90m"``, ``"2d"`` -> seconds; TaskError naming the flag otherwise."""
+    m = _DURATION.match(text.strip())
+    if not m or float(m.group(1)) <= 0:
+        raise TaskError(f"{what} {text!r}: expected a duration like 36h, 90m or 2d")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_deadline(text: str, now: float) -> float:
+    """``--deadline``: a duration from ``now`` (``36h``) or an absolute time (``2026-12-04T17:00``,
+    local time unless it names a zone) -> epoch seconds; TaskError when bad or already past."""
+    import datetime as dt
+
+    if _DURATION.match(text.strip()):
+        return now + parse_duration(text, "--deadline")
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise TaskError(f"--deadline {text!r}: expected a duration (36h, 2d) or a time "
+                        "(2026-12-04T17:00, 2026-12-04 17:00+01:00)") from None
+    at = when.timestamp()  # a naive time is local time
+    if at <= now:
+        raise TaskError(f"--deadline {text!r}: that time has passed")
+    return at
+
+
+def mode_of(handle: dict, moving: bool = False) -> Mode:
+    """What an attempt ran on; with ``moving``, where the policy was moving it when it stopped it
+    (the next attempt goes there, even if the line moved a little during the stop)."""
+    if moving and handle.get("deadline_to"):
+        return Mode(handle["deadline_to"])
+    return Mode(handle.get("mode", Mode.SPOT.value))
+
+
+class DeadlineKeeper:
+    """Builds the policy's ``Situation`` from the job's state (progress, attempts, options), asks
+    Uniform Progress, and records the answer in the job's options for ``launch status``."""
+
+    def __init__(self, state, job_id: int, clock: Callable[[], float], *, policy: str = "uniform_progress"):
+        self.state, self.job_id, self.clock, self.policy = state, job_id, clock, policy
+
+    @classmethod
+    def for_job(cls, state, job, clock: Callable[[], float]) -> DeadlineKeeper | None:
+        return cls(state, job.id, clock) if job.options.get("deadline") else None
+
+    def _work(self, job, attempts, now: float) -> tuple[float, float] | None:
+        """(seconds done, seconds in all): measured seconds per step once steps are done, else the
+        ``--estimate``; None when neither is known."""
+        from launcher.progress import fraction_done
+
+        run_s = sum((a.ended or now) - a.run_started for a in attempts if a.run_started is not None)
+        done = fraction_done(job.progress or {})
+        if done and run_s > 0:
+            return run_s, run_s / done
+        estimate = job.options.get("estimate")
+        if estimate:
+            return (done or 0.0) * float(estimate), float(estimate)
+        return None
+
+    def changeover(self, attempts) -> float:
+        """Mean measured time from an attempt's start to its run's start (at least a minute)."""
+        measured = [a.run_started - a.started for a in attempts if a.run_started is not None and a.started]
+        if not measured:
+            return DEFAULT_CHANGEOVER
+        return max(MIN_CHANGEOVER, sum(measured) / len(measured))
+
+    def spot_available(self, attempts, now: float, changeover: float) -> bool:
+        """Presumed there unless a spot attempt lost it (preempted, no capacity) within the last
+        two changeovers; a stop asked by this policy does not count."""
+        for a in reversed(attempts):
+            if mode_of(a.handle) is not Mode.SPOT or a.handle.get("deadline_stop"):
+                continue
+            if a.state in ("PREEMPTED", "NO_CAPACITY") and now - (a.ended or now) < 2 * changeover:
+                return False
+            break
+        return True
+
+    def choose(self, current: Mode) -> Choice:
+        job = self.state.job(self.job_id)
+        attempts = self.state.attempts(self.job_id)
+        now = self.clock()
+        start, deadline = float(job.options.get("deadline_start", job.created)), float(job.options["deadline"])
+        work = self._work(job, attempts, now)
+        c = self.changeover(attempts)
+        spot = self.spot_available(attempts, now, c)
+        if work is None:
+            choice = Choice(Mode.SPOT if spot else Mode.NONE,
+                            "work left unknown until steps are measured (pass --estimate): spot")
+            projected = None
+        else:
+            s = Situation(now - start, deadline - start, work[0], work[1], c, spot, current)
+            choice = choose(self.policy, s)
+            projected = now + s.work_left + (0.0 if current is not Mode.NONE else c)
+        status = {"mode": choice.mode.value, "reason": choice.reason, "deadline": deadline,
+                  "projected_finish": projected, "changeover_s": round(c, 1), "spot_available": spot,
+                  "at": now}
+        old = job.options.get("deadline_status") or {}
+        if (old.get("mode"), old.get("reason")) != (status["mode"], status["reason"]) or now - old.get("at", 0) >= 60:
+            self.state.set_job(self.job_id, options={**job.options, "deadline_status": status})
+        if old.get("mode") != status["mode"] and choice.reason != "done":
+            self.state.event(self.job_id, "deadline", f"{choice.mode.value.replace('_', ' ')}: {choice.reason}")
+        return choice
+
+
+def with_mode(resources: dict, mode: Mode) -> dict:
+    """The option's resources on spot or on demand (the same machine, spot on or off)."""
+    return {**resources, "use_spot": mode is Mode.SPOT}
