@@ -198,8 +198,9 @@ class DeadlineKeeper:
         return cls(state, job.id, clock) if job.options.get("deadline") else None
 
     def _work(self, job, attempts, now: float) -> tuple[float, float] | None:
-        """(seconds done, seconds in all): measured seconds per step once steps are done, else the
-        ``--estimate``; None when neither is known."""
+        """(seconds done, seconds in all): from the measured seconds per step once steps of a known
+        total are done, else against the ``--estimate`` (the running time so far when the metrics
+        name no total); None when neither is known."""
         from launcher.progress import fraction_done
 
         run_s = sum((a.ended or now) - a.run_started for a in attempts if a.run_started is not None)
@@ -208,7 +209,8 @@ class DeadlineKeeper:
             return run_s, run_s / done
         estimate = job.options.get("estimate")
         if estimate:
-            return (done or 0.0) * float(estimate), float(estimate)
+            total = float(estimate)
+            return (min(run_s, total) if done is None else done * total), total
         return None
 
     def changeover(self, attempts) -> float:

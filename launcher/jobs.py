@@ -153,6 +153,21 @@ def prepare(task_path: str, *, infra: str | None = None, store: str | None = Non
                       name=name or task.display_name, secrets=resolve_secrets(task, secrets))
 
 
+def deadline_options(deadline: str | None, estimate: str | None, now: float | None = None) -> dict[str, Any]:
+    """``--deadline``/``--estimate`` as job options (epoch seconds, seconds); TaskError when bad."""
+    from launcher.deadline import parse_deadline, parse_duration
+
+    if deadline is None:
+        if estimate is not None:
+            raise TaskError("--estimate needs --deadline (it is the running time the deadline policy starts from)")
+        return {}
+    now = time.time() if now is None else now
+    out: dict[str, Any] = {"deadline": parse_deadline(deadline, now), "deadline_start": now}
+    if estimate is not None:
+        out["estimate"] = parse_duration(estimate, "--estimate")
+    return out
+
+
 def submit(sub: Submission, state: st.State, *, options: dict[str, Any] | None = None) -> st.Job:
     """Record the job and start its supervisor; returns at once."""
     from launcher.backends import get_backend
@@ -233,5 +248,8 @@ def describe(state: st.State, job: st.Job) -> dict[str, Any]:
         "ended": job.ended, "progress": job.progress,
         "estimate": None if job.terminal else estimate(job, attempts),
         "cost": round(sum(a.cost() for a in attempts), 6),
-        "attempts": [a.to_dict() for a in attempts],
+        "deadline": ({"deadline": job.options["deadline"], "status": job.options.get("deadline_status")}
+                     if job.options.get("deadline") else None),
+        "attempts": [{**a.to_dict(), "infra": a.handle.get("infra", job.infra), "mode": a.handle.get("mode")}
+                     for a in attempts],
     }
