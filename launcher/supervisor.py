@@ -18,6 +18,7 @@ from typing import Any
 
 from launcher import chaos, state as st
 from launcher.deadline import DeadlineKeeper, Mode, mode_of, with_mode
+from launcher.placement import after_outbids
 from launcher.backends import get_backend
 from launcher.backends.base import (Backend, BackendError, CredentialsError, HostLostError,
                                     NoCapacityError, ProvisionRequest, RunSpec, RunState, RunStatus)
@@ -67,8 +68,13 @@ class Supervisor:
         self.progress_interval = progress_interval
         job = state.job(job_id)
         self.task = job_task(job)
-        self.backend = backend_for(job.infra)
-        self.options = self.task.resources.options()
+        # Options in the order they are tried (launcher.placement), each on its own infra.
+        options, n = self.task.resources.options(), len(self.task.resources.options())
+        tried = job.options.get("option_order") or list(range(n))
+        infras = job.options.get("option_infras") or [job.infra] * n
+        self.options, self.infras = [options[i] for i in tried], [infras[i] for i in tried]
+        self._backend_for, self._backends = backend_for, {}
+        self.backend = self._backend_of(0)  # the current attempt's backend
         self.policy = policy_for(self.task, len(self.options))
         self.drills = chaos.parse_chaos(job.options.get("chaos"))
         self.secrets = self._secrets(secrets or {})
@@ -96,7 +102,7 @@ class Supervisor:
             while True:
                 self._check_cancel()
                 event = self._attempt(option)
-                action = decide(event, history, self.policy)
+                action = after_outbids(decide(event, history, self.policy), event, history, len(self.options))
                 history.events.append(event)
                 if not action.relaunch:
                     self.state.transition(self.job_id, action.final_state, action.reason)
@@ -147,10 +153,13 @@ class Supervisor:
         att = self._unfinished_attempt()
         if att is not None and att.run_started:
             handle = att.handle
+            self.backend = self._backend_of(int(handle.get("option", 0)))
             self.state.event(self.job_id, "supervisor", f"re-attached to attempt {att.n}")
         else:
             if att is not None:  # died while starting it: release what it may hold, start anew
+                self.backend = self._backend_of(int(att.handle.get("option", 0)))
                 self._end_attempt(att.n, att.handle, "PREEMPTED", "supervisor restarted while starting")
+            self.backend = self._backend_of(option)
             mode = self._deadline_mode()
             att = self.state.add_attempt(self.job_id, handle=self._base_handle(option, mode), started=self.clock())
             handle = self._start(att.n, option, mode)
@@ -167,7 +176,7 @@ class Supervisor:
     def _start(self, n: int, option: int, mode: Mode | None = None) -> dict[str, Any] | Event:
         job = self.state.job(self.job_id)
         res = self.options[option] if mode is None else with_mode(self.options[option], mode)
-        req = ProvisionRequest(job.run_id, n, job.infra, res, self.task.num_nodes)
+        req = ProvisionRequest(job.run_id, n, self.infras[option], res, self.task.num_nodes)
         self.state.transition(self.job_id, st.STARTING, f"attempt {n}")
         try:
             handle = self.backend.provision(req)
@@ -256,9 +265,15 @@ class Supervisor:
         self.state.event(self.job_id, "attempt", f"attempt {n} {state.lower()}: {reason}")
 
     # --- the deadline (launcher.deadline): spot or on demand ------------------------------------
-    @staticmethod
-    def _base_handle(option: int, mode: Mode | None) -> dict[str, Any]:
-        return {"option": option} if mode is None else {"option": option, "mode": mode.value}
+    def _backend_of(self, option: int) -> Backend:
+        infra = self.infras[option]
+        if infra not in self._backends:
+            self._backends[infra] = self._backend_for(infra)
+        return self._backends[infra]
+
+    def _base_handle(self, option: int, mode: Mode | None) -> dict[str, Any]:
+        base = {"option": option, "infra": self.infras[option]}
+        return base if mode is None else {**base, "mode": mode.value}
 
     def _deadline_mode(self) -> Mode | None:
         """Spot or on demand for the next attempt; waits while the policy says to wait for spot."""

@@ -45,8 +45,8 @@ from typing import Any
 
 from launcher import contract
 from launcher.backends.base import (Backend, BackendError, HostLostError, MissingDependencyError,
-                                    NoCapacityError, ProvisionRequest, RunSpec, RunState, RunStatus,
-                                    SyncStats)
+                                    NoCapacityError, ProvisionRequest, Quote, RunSpec, RunState,
+                                    RunStatus, SyncStats)
 from launcher.backends.kaggle import kernel
 from launcher.backends.kaggle.client import INSTALL_HINT, KaggleAPIError, KaggleClient
 from launcher.backends.kaggle.config import KaggleSettings, machine_shape
@@ -67,7 +67,7 @@ def gpu_sessions(now: float) -> list[tuple[float, float]]:
 
     state, out = st.State(), []
     for job in state.jobs():
-        if job.infra != "kaggle":
+        if job.infra != "kaggle" and "kaggle" not in job.options.get("option_infras", []):
             continue
         for a in state.attempts(job.id):
             if a.handle.get("enable_gpu") and a.handle.get("version") is not None:
@@ -120,6 +120,18 @@ class KaggleBackend(Backend):
                 "attempt": req.attempt, "num_nodes": req.num_nodes, "machine_shape": shape, "enable_gpu": gpu,
                 "session": {"limit_s": limit, "margin_s": s.margin, "usable_s": max(0.0, limit - s.margin)},
                 "price_per_hour": 0.0}
+
+    def quote(self, resources: dict[str, Any], num_nodes: int = 1) -> Quote:
+        """Free while the weekly GPU quota lasts; not usable for accelerators Kaggle lacks, for
+        several nodes, or with the quota used up."""
+        if num_nodes > 1:
+            return Quote(0.0, False, f"Kaggle runs one machine per session; the task asks for {num_nodes}")
+        try:
+            shape = machine_shape(resources, self.settings)
+            left = self._quota_left() if (self.settings.enable_gpu or shape) and self.settings.weekly_gpu_hours > 0 else None
+        except NoCapacityError as e:
+            return Quote(0.0, False, str(e))
+        return Quote(0.0, True, "free" + (f"; {left / 3600:.1f} h of weekly GPU quota left" if left is not None else ""))
 
     def _quota_left(self) -> float:
         """Seconds of the weekly GPU quota left; NoCapacityError below ``min_session``."""
