@@ -113,3 +113,24 @@ def test_the_stored_order_is_the_order_tried():
     sup = Supervisor(state, job.id, backend_for=backends.__getitem__, clock=clock.time, sleep=clock.sleep)
     assert sup.run() == st.SUCCEEDED
     assert [a.handle["infra"] for a in state.attempts(job.id)] == ["vast", "kaggle"]
+
+
+def test_plan_lists_each_option_with_provider_price_and_why(tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from launcher.commands.plan import plan
+
+    monkeypatch.setenv("LAUNCH_KAGGLE_WEEKLY_GPU_HOURS", "0.001")  # the quota is used up at once
+    t = tmp_path / "t.yaml"
+    t.write_text("name: t\nresources:\n  any_of:\n    - infra: kaggle\n      accelerators: T4:1\n"
+                 "    - infra: local\nrun: echo hi\n")
+    r = CliRunner().invoke(plan, [str(t), "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert [(x["option"], x["provider"], x["usable"]) for x in rows] == [(2, "local", True), (1, "kaggle", False)]
+    assert rows[1]["price_per_hour"] == 0.0 and "weekly GPU quota" in rows[1]["why"]
+    r = CliRunner().invoke(plan, [str(t)])
+    assert r.exit_code == 0 and r.stdout.splitlines()[0].split() == [
+        "OPTION", "PROVIDER", "INFRA", "ACCELERATORS", "SPOT", "$/H", "EST.", "1", "H", "USABLE", "WHY"]
