@@ -157,9 +157,11 @@ def _when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(ts))
 
 
-def _deadline(d: dict) -> str:
+def _deadline(d: dict, ended: float | None) -> str:
     s = d.get("status") or {}
     text = f"{_when(d['deadline'])}"
+    if ended:
+        return text + f"; ended {_when(ended)}, {'in time' if ended <= d['deadline'] else 'late'}"
     if s.get("projected_finish"):
         late = s["projected_finish"] > d["deadline"]
         text += f"; projected finish {_when(s['projected_finish'])}{' (late)' if late else ''}"
@@ -217,7 +219,7 @@ def status(job, as_json):
         if d.get("estimate"):
             click.echo(f"estimate: {_estimate(d['estimate'])}")
         if d.get("deadline"):
-            click.echo(f"deadline: {_deadline(d['deadline'])}")
+            click.echo(f"deadline: {_deadline(d['deadline'], d['ended'])}")
         click.echo("attempts:")
         for a in d["attempts"]:
             extra = f" (+{a['provider_recoveries']} recoveries by the provider)" if a["provider_recoveries"] else ""

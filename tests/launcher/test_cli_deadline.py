@@ -10,7 +10,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from launcher import state as st
+from launcher import daemon, state as st
 from launcher.cli import cli
 from launcher.deadline import parse_deadline
 from launcher.errors import TaskError
@@ -51,7 +51,8 @@ def test_status_shows_deadline_projection_and_why():
     state.set_job(job.id, options={**job.options, "deadline_status": {
         "mode": "on_demand", "reason": "no spot and behind the progress line (10 min done, line at 12 min)",
         "deadline": now + 7200, "projected_finish": now + 9000, "at": now}})
-    state.transition(job.id, st.SUCCEEDED, "test")  # no supervisor to restart
+    state.transition(job.id, st.RECOVERING, "test")
+    lock = daemon.acquire_lock(job.id)  # stands for its live supervisor: nothing to restart
     r = CliRunner().invoke(cli, ["status", str(job.id)])
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
@@ -60,6 +61,10 @@ def test_status_shows_deadline_projection_and_why():
     assert lines[i + 1] == "  on demand: no spot and behind the progress line (10 min done, line at 12 min)"
     doc = json.loads(CliRunner().invoke(cli, ["status", str(job.id), "--json"]).output)[0]
     assert doc["deadline"]["status"]["mode"] == "on_demand"
+    state.transition(job.id, st.SUCCEEDED, "test")
+    lock.close()
+    r = CliRunner().invoke(cli, ["status", str(job.id)])
+    assert next(line for line in r.output.splitlines() if line.startswith("deadline: ")).endswith(", in time")
 
 
 def test_up_with_a_deadline_runs_on_spot_and_says_so(tmp_path):
