@@ -72,7 +72,7 @@ def resolve_infra(task: Task, flag: str | None) -> str:
         return os.environ["LAUNCH_INFRA"]
     if task.resources.infra:
         return task.resources.infra
-    infras = list(dict.fromkeys(o.get("infra") or "local" for o in task.resources.options()))
+    infras = dict.fromkeys(placement.option_infras(task, placement.default_infra(task)))
     return ",".join(infras)  # several: each option runs on its own (launcher.placement)
 
 
@@ -148,7 +148,7 @@ def prepare(task_path: str, *, infra: str | None = None, store: str | None = Non
     return Submission(task=task, infra=resolved_infra, store_root=resolve_store(task, store),
                       envs=overrides, chaos=chaos.format_chaos(drills),
                       name=name or task.display_name, secrets=resolve_secrets(task, secrets),
-                      option_infras=placement.option_infras(task, "local", forced))
+                      option_infras=placement.option_infras(task, placement.default_infra(task), forced))
 
 
 def deadline_options(deadline: str | None, estimate: str | None, now: float | None = None) -> dict[str, Any]:

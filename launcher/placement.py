@@ -1,7 +1,7 @@
 """Placement across providers: each ``any_of``/``ordered`` option on its own infra.
 
 An option may name its own ``infra`` (``kaggle``, ``vast``, ``ssh/<pool>``, ``local`` or a
-SkyPilot infra); one without takes the job's. ``--infra``/``LAUNCH_INFRA`` put every option on
+SkyPilot infra); one without takes the one infra the others name, else ``local``. ``--infra``/``LAUNCH_INFRA`` put every option on
 the one infra they name (flag > environment > YAML, as everywhere). Each attempt runs on the
 backend of its option. ``any_of`` is tried cheapest first by expected $/h (each backend's
 ``quote``: SkyPilot's catalog, Vast.ai's live offers, 0 for Kaggle within its quota, SSH pools and
@@ -34,6 +34,13 @@ def outbids_before_failover() -> int:
         return max(1, int(os.environ.get("LAUNCH_OUTBIDS_BEFORE_FAILOVER", DEFAULT_OUTBIDS_BEFORE_FAILOVER)))
     except ValueError:
         return DEFAULT_OUTBIDS_BEFORE_FAILOVER
+
+
+def default_infra(task: Task) -> str:
+    """Where an option that names no infra runs: the one infra the other options name, else
+    ``local`` (``resources.infra`` is already merged into every option)."""
+    named = {o["infra"] for o in task.resources.options() if o.get("infra")}
+    return named.pop() if len(named) == 1 else "local"
 
 
 def option_infras(task: Task, default: str, forced: str | None = None) -> list[str]:

@@ -75,7 +75,7 @@ def plan(task: str, hours: float, infra: str | None, all_regions: bool, by_optio
 def _options(t, infra: str | None, hours: float, as_json: bool) -> None:
     from launcher import placement
 
-    infras = placement.option_infras(t, "local", infra)
+    infras = placement.option_infras(t, placement.default_infra(t), infra)
     quotes = placement.quote_options(t, infras)
     tried = [quotes[i] for i in placement.order(t, quotes)]
     if as_json:

@@ -134,3 +134,11 @@ def test_plan_lists_each_option_with_provider_price_and_why(tmp_path, monkeypatc
     r = CliRunner().invoke(plan, [str(t)])
     assert r.exit_code == 0 and r.stdout.splitlines()[0].split() == [
         "OPTION", "PROVIDER", "INFRA", "ACCELERATORS", "SPOT", "$/H", "EST.", "1", "H", "USABLE", "WHY"]
+
+
+def test_an_option_without_infra_takes_the_one_the_others_name(tmp_path):
+    t = tmp_path / "t.yaml"
+    t.write_text("name: t\nresources:\n  any_of:\n    - infra: vast\n      use_spot: true\n"
+                 "    - accelerators: A100:1\nrun: echo hi\n")
+    sub = prepare(str(t))
+    assert sub.infra == "vast" and sub.option_infras == ["vast", "vast"]
