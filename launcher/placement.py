@@ -17,12 +17,14 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launcher.backends.base import Backend, Quote
 from launcher.errors import LaunchError
 from launcher.recovery import Action, Event, History, Outcome
-from launcher.task import Task
+
+if TYPE_CHECKING:  # pydantic stays out of `launch status`, which imports this through launcher.jobs
+    from launcher.task import Task
 
 DEFAULT_OUTBIDS_BEFORE_FAILOVER = 2
 
