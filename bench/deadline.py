@@ -16,7 +16,7 @@ traces are not copied into this repository (theirs states no licence).
 The model at each tick: a spot machine that the trace takes away is lost (the work in the store
 is kept); every machine started costs one changeover of paid time without progress; spot costs
 --spot-ratio of the on-demand price; nothing billing while waiting. Past the end of a trace there
-is no spot. The cost ratio is the policy's cost over that of on demand only on the same trace;
+is no spot, and a policy that would wait runs on demand instead. The cost ratio is the policy's cost over that of on demand only on the same trace;
 "in sum" is the sum of costs over the sum of on-demand costs. A benchmark: it prints numbers and
 exits 0 unless the input is bad.
 """
