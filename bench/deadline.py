@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from launcher.deadline import POLICIES, Mode, Situation, choose  # noqa: E402
+from launcher.deadline import Mode, Situation, choose  # noqa: E402
 
 ORDER = ["uniform_progress", "greedy", "always_spot", "always_on_demand"]
 SHORT = {"uniform_progress": "uniform progress", "greedy": "greedy", "always_spot": "always spot",

@@ -13,7 +13,6 @@ from click.testing import CliRunner
 from launcher import daemon, state as st
 from launcher.cli import cli
 from launcher.deadline import parse_deadline
-from launcher.errors import TaskError
 from launcher.jobs import deadline_options
 
 
