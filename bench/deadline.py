@@ -3,6 +3,7 @@
 Each trace is replayed from its first tick through the policy function that the supervisor calls
 (``launcher.deadline.choose``), for Uniform Progress, greedy, always spot and always on demand:
 
+    python bench/deadline.py                        # the shared traces, 48 h job, 72 h deadline, 6 min
     python bench/deadline.py --trace ../shared/traces --job-hours 48 --deadline-hours 72 --changeover-min 6
     python bench/deadline.py --trace a.json b.json --job-hours 10 --deadline-hours 20 --json
 
@@ -167,6 +168,12 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
     print(f"{'in sum':<{width}}  " + "  ".join(f"{s[p]['cost_ratio']:>16.3f}" for p in ORDER))
     print(f"{'deadlines met':<{width}}  " + "  ".join(
         f"{str(s[p]['met']) + '/' + str(s[p]['of']):>16}" for p in ORDER))
+    up, greedy = s["uniform_progress"], s["greedy"]
+    goals = [("Uniform Progress meets every deadline", up["met"] == up["of"]),
+             ("Uniform Progress costs less than greedy in sum", up["cost_ratio"] < greedy["cost_ratio"]),
+             (f"Uniform Progress is at least 40% cheaper than on demand only "
+              f"({1 - up['cost_ratio']:.0%} cheaper)", up["cost_ratio"] <= 0.6)]
+    print("\ngoals: " + "; ".join(f"{g}: {'met' if ok else 'NOT MET'}" for g, ok in goals))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -175,10 +182,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     d = " (default: %(default)s)"
     p.add_argument("--trace", nargs="+", default=[], metavar="FILE",
                    help="trace files or folders of them (default: $LAUNCH_TRACES, else shared/traces in or beside the repo)")
-    p.add_argument("--job-hours", type=float, required=True, help="hours of work the job needs")
-    p.add_argument("--deadline-hours", type=float, required=True, help="hours from submission to the deadline")
-    p.add_argument("--changeover-min", type=float, required=True,
-                   help="minutes lost each time a machine is started")
+    p.add_argument("--job-hours", type=float, default=48.0, help="hours of work the job needs" + d)
+    p.add_argument("--deadline-hours", type=float, default=72.0, help="hours from submission to the deadline" + d)
+    p.add_argument("--changeover-min", type=float, default=6.0,
+                   help="minutes lost each time a machine is started" + d)
     p.add_argument("--spot-ratio", type=float, default=0.3, help="spot price as a share of on demand" + d)
     p.add_argument("--ones-mean", choices=["preempted", "available"], default="preempted",
                    help="what a 1 in a trace says about spot at that tick" + d)

@@ -50,7 +50,8 @@ def test_the_table_has_a_sum(tmp_path):
     assert out.returncode == 0, out.stderr
     assert trace.stem in out.stdout
     lines = out.stdout.splitlines()
-    assert lines[-2].startswith("in sum") and lines[-1].split()[-4:] == ["1/1"] * 4
+    assert lines[-4].startswith("in sum") and lines[-3].split()[-4:] == ["1/1"] * 4
+    assert lines[-1].startswith("goals: Uniform Progress meets every deadline: met;")
 
 
 def test_a_bad_trace_is_one_line(tmp_path):
