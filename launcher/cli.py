@@ -24,11 +24,20 @@ Examples:
                                                        # the same, at 30% and 60% of the steps
   launch up tasks/imagenet.yaml --infra ssh/lab -d     # on an SSH pool, detached
   launch up tasks/quickstart.yaml --env EPOCHS=2 --name qs-short
+  launch up tasks/imagenet.yaml --infra vast --deadline 36h --estimate 20h
+                                                       # spot while it can, on demand when it must
 \b
 --chaos SPEC is a comma list of KIND@TIME. KIND is 'term' (a preemption notice: SIGTERM, the
 trainer saves and exits) or 'kill' (the machine vanishes: SIGKILL, no notice). TIME counts the
 job's running time across attempts (20s, 1.5m, 500ms), or is a share of its steps (30%), read
 from the metrics the trainer writes. Each drill fires once.
+\b
+--deadline WHEN (36h, 2d, or a time: 2026-12-04T17:00) runs each attempt on spot or on demand by
+Uniform Progress: spot whenever it is there; on demand when there is none and the job is behind
+the line from submission to the deadline, until it is two changeovers ahead; on demand to the end
+once the time left barely covers the work left. The work comes from the trainer's metrics (step
+of total_steps) and the measured seconds per step; --estimate (hours of running in all) stands in
+until the first steps are measured. `launch status JOB` shows the projected finish and why.
 """
 
 
@@ -85,7 +94,11 @@ def cli(ctx, debug):
 @click.option("--store", help="Checkpoint store root (s3://bucket/prefix or file:///path). "
               "Overrides LAUNCH_STORE and the task's /checkpoints mount.")
 @click.option("--keep-last", default=3, show_default=True, help="Checkpoints kept in the store (plus the best).")
-def up(task, infra, detach, chaos_spec, name, envs, secrets, store, keep_last):
+@click.option("--deadline", metavar="WHEN", help="Finish by then: 36h, 2d, or a time (2026-12-04T17:00). "
+              "Spot while it can, on demand when it must.")
+@click.option("--estimate", metavar="DURATION", help="With --deadline: the job's running time in all "
+              "(e.g. 20h), until its seconds per step are measured.")
+def up(task, infra, detach, chaos_spec, name, envs, secrets, store, keep_last, deadline, estimate):
     """Launch TASK (a SkyPilot task YAML) and follow its logs until it ends.
 
     Ctrl-C stops following; the job goes on. Exits 0 when the job succeeded.
@@ -96,11 +109,14 @@ def up(task, infra, detach, chaos_spec, name, envs, secrets, store, keep_last):
     # leaves no job and no store folder behind.
     sub = jobs.prepare(task, infra=infra, store=store, envs=envs, chaos_spec=chaos_spec, name=name,
                        secrets=secrets)
+    timing = jobs.deadline_options(deadline, estimate)
     state = _state()
-    job = jobs.submit(sub, state, options={"keep_last": keep_last})
+    job = jobs.submit(sub, state, options={"keep_last": keep_last, **timing})
     drills = f", fire drills {sub.chaos}" if sub.chaos else ""
     _err(f"Job {job.id} ({job.run_id}) submitted on {job.infra}{drills}.")
     _err(f"Checkpoints: {job.store_uri}")
+    if timing:
+        _err(f"Deadline: {_when(timing['deadline'])}; spot while it can, on demand when it must.")
     if detach:
         _err(f"To stream logs: launch logs {job.id} -f\nTo see its state: launch status {job.id}")
         return
@@ -135,6 +151,24 @@ def _ago(ts: float | None) -> str:
         if s >= n:
             return f"{s // n}{unit} ago"
     return f"{s}s ago"
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(ts))
+
+
+def _deadline(d: dict, ended: float | None) -> str:
+    s = d.get("status") or {}
+    text = f"{_when(d['deadline'])}"
+    if ended:
+        return text + f"; ended {_when(ended)}, {'in time' if ended <= d['deadline'] else 'late'}"
+    if s.get("projected_finish"):
+        late = s["projected_finish"] > d["deadline"]
+        text += f"; projected finish {_when(s['projected_finish'])}{' (late)' if late else ''}"
+    if s.get("mode"):
+        on = {"spot": "on spot", "on_demand": "on demand", "none": "waiting for spot"}[s["mode"]]
+        text += f"\n  {on}: {s['reason']}"
+    return text
 
 
 def _progress(p: dict) -> str:
@@ -184,11 +218,14 @@ def status(job, as_json):
         click.echo(f"\nstore: {d['store']}\nreason: {d['reason'] or '-'}")
         if d.get("estimate"):
             click.echo(f"estimate: {_estimate(d['estimate'])}")
+        if d.get("deadline"):
+            click.echo(f"deadline: {_deadline(d['deadline'], d['ended'])}")
         click.echo("attempts:")
         for a in d["attempts"]:
             extra = f" (+{a['provider_recoveries']} recoveries by the provider)" if a["provider_recoveries"] else ""
-            click.echo(f"  {a['number']}  {a['state']:<12} {a['host'] or '-':<16} {_ago(a['started']):<10} "
-                       f"{a['reason']}{extra}")
+            where = a["infra"] + (f" {a['mode'].replace('_', ' ')}" if a.get("mode") else "")
+            click.echo(f"  {a['number']}  {a['state']:<12} {where:<14} {a['host'] or '-':<16} "
+                       f"{_ago(a['started']):<10} {a['reason']}{extra}")
         click.echo("events:")
         for e in state.events(d["id"])[-15:]:
             click.echo(f"  {time.strftime('%H:%M:%S', time.localtime(e['ts']))}  {e['kind']:<10} {e['message']}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launcher import chaos, daemon, state as st, task_rules
+from launcher import chaos, daemon, placement, state as st, task_rules
 from launcher.contract import CHECKPOINT_MOUNT
 from launcher.errors import InfraError, LaunchError, TaskError
 
@@ -33,6 +33,7 @@ class Submission:
     chaos: str
     name: str
     secrets: dict[str, str]
+    option_infras: list[str] | None = None  # the infra of each resources option, in the YAML's order
 
 
 def resolve_secrets(task: Task, flags: tuple[str, ...] = ()) -> dict[str, str]:
@@ -71,13 +72,8 @@ def resolve_infra(task: Task, flag: str | None) -> str:
         return os.environ["LAUNCH_INFRA"]
     if task.resources.infra:
         return task.resources.infra
-    infras = {o.get("infra") for o in task.resources.options() if o.get("infra")}
-    if len(infras) == 1:
-        return infras.pop()
-    if len(infras) > 1:
-        raise TaskError(f"{task.path}: resources options name several infras ({', '.join(sorted(infras))});"
-                        " choose one with --infra")
-    return "local"
+    infras = dict.fromkeys(placement.option_infras(task, placement.default_infra(task)))
+    return ",".join(infras)  # several: each option runs on its own (launcher.placement)
 
 
 def default_store() -> str:
@@ -142,7 +138,8 @@ def prepare(task_path: str, *, infra: str | None = None, store: str | None = Non
         task.workdir = task.resolved_workdir()
     drills = chaos.parse_chaos(chaos_spec)
     resolved_infra = resolve_infra(task, infra)
-    check_placement(task, _checked_infra(infra or os.environ.get("LAUNCH_INFRA")))
+    forced = _checked_infra(infra or os.environ.get("LAUNCH_INFRA"))
+    check_placement(task, forced)
     if resolved_infra == "local" and task.num_nodes > 1:
         raise InfraError(f"{task_path}: num_nodes={task.num_nodes} needs several machines; "
                          "use --infra ssh/<pool> or a cloud")
@@ -150,16 +147,40 @@ def prepare(task_path: str, *, infra: str | None = None, store: str | None = Non
         raise TaskError(f"--name {name!r}: use letters, digits, '-' and '_'")
     return Submission(task=task, infra=resolved_infra, store_root=resolve_store(task, store),
                       envs=overrides, chaos=chaos.format_chaos(drills),
-                      name=name or task.display_name, secrets=resolve_secrets(task, secrets))
+                      name=name or task.display_name, secrets=resolve_secrets(task, secrets),
+                      option_infras=placement.option_infras(task, placement.default_infra(task), forced))
+
+
+def deadline_options(deadline: str | None, estimate: str | None, now: float | None = None) -> dict[str, Any]:
+    """``--deadline``/``--estimate`` as job options (epoch seconds, seconds); TaskError when bad."""
+    from launcher.deadline import parse_deadline, parse_duration
+
+    if deadline is None:
+        if estimate is not None:
+            raise TaskError("--estimate needs --deadline (it is the running time the deadline policy starts from)")
+        return {}
+    now = time.time() if now is None else now
+    out: dict[str, Any] = {"deadline": parse_deadline(deadline, now), "deadline_start": now}
+    if estimate is not None:
+        out["estimate"] = parse_duration(estimate, "--estimate")
+    return out
 
 
 def submit(sub: Submission, state: st.State, *, options: dict[str, Any] | None = None) -> st.Job:
     """Record the job and start its supervisor; returns at once."""
     from launcher.backends import get_backend
 
-    get_backend(sub.infra)  # unknown infra or missing SDK: fail now, not in the background
+    infras = sub.option_infras or [sub.infra]
+    for infra in dict.fromkeys(infras):
+        get_backend(infra)  # unknown infra or missing SDK: fail now, not in the background
     check_store(sub.store_root)
     opts = {"envs": sub.envs, "chaos": sub.chaos, **(options or {})}
+    if len(set(infras)) > 1:
+        opts["option_infras"] = infras
+    if sub.task.resources.any_of and len(infras) > 1:  # cheapest first, fixed for the job's life
+        quotes = placement.quote_options(sub.task, infras)
+        opts["option_order"] = placement.order(sub.task, quotes)
+        opts["option_quotes"] = [q.to_dict() for q in quotes]
     job = state.create_job(name=sub.name, task_path=sub.task.path and str(Path(sub.task.path).resolve()),
                            task_yaml=redacted_yaml(sub.task), infra=sub.infra,
                            store_uri=sub.store_root, options=opts)
@@ -193,10 +214,9 @@ def _cancel_here(state: st.State, job: st.Job) -> st.Job:
     if lock is None:  # a supervisor came back meanwhile; it will see CANCELLING
         return state.job(job.id)
     try:
-        backend = get_backend(job.infra)
         for a in state.attempts(job.id):
             if a.state in (st.STARTING, st.RUNNING):
-                backend.terminate(a.handle)
+                get_backend(a.handle.get("infra") or job.infra).terminate(a.handle)
                 state.set_attempt(job.id, a.n, state=st.CANCELLED, reason="cancelled by launch down",
                                   ended=time.time())
         state.transition(job.id, st.CANCELLED, "cancelled by launch down")
@@ -233,5 +253,8 @@ def describe(state: st.State, job: st.Job) -> dict[str, Any]:
         "ended": job.ended, "progress": job.progress,
         "estimate": None if job.terminal else estimate(job, attempts),
         "cost": round(sum(a.cost() for a in attempts), 6),
-        "attempts": [a.to_dict() for a in attempts],
+        "deadline": ({"deadline": job.options["deadline"], "status": job.options.get("deadline_status")}
+                     if job.options.get("deadline") else None),
+        "attempts": [{**a.to_dict(), "infra": a.handle.get("infra", job.infra), "mode": a.handle.get("mode")}
+                     for a in attempts],
     }

@@ -47,7 +47,7 @@ def attempt_lines(state: st.State, job: st.Job, a: st.Attempt, follow: bool,
             return
     sent = 0
     try:
-        backend = backend_for(job.infra)
+        backend = backend_for(a.handle.get("infra") or job.infra)
         for line in backend.stream_logs(a.handle, follow=follow and live):
             sent += 1
             yield line

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from launcher import chaos, state as st
+from launcher.deadline import DeadlineKeeper, Mode, mode_of, with_mode
+from launcher.placement import after_outbids
 from launcher.backends import get_backend
 from launcher.backends.base import (Backend, BackendError, CredentialsError, HostLostError,
                                     NoCapacityError, ProvisionRequest, RunSpec, RunState, RunStatus)
@@ -66,12 +68,19 @@ class Supervisor:
         self.progress_interval = progress_interval
         job = state.job(job_id)
         self.task = job_task(job)
-        self.backend = backend_for(job.infra)
-        self.options = self.task.resources.options()
+        # Options in the order they are tried (launcher.placement), each on its own infra.
+        options, n = self.task.resources.options(), len(self.task.resources.options())
+        tried = job.options.get("option_order") or list(range(n))
+        infras = job.options.get("option_infras") or [job.infra] * n
+        self.options, self.infras = [options[i] for i in tried], [infras[i] for i in tried]
+        self._backend_for, self._backends = backend_for, {}
+        self.backend = self._backend_of(0)  # the current attempt's backend
         self.policy = policy_for(self.task, len(self.options))
         self.drills = chaos.parse_chaos(job.options.get("chaos"))
         self.secrets = self._secrets(secrets or {})
         self._last_progress = 0.0
+        self.deadline = DeadlineKeeper.for_job(state, job, clock)  # None without --deadline
+        self._deadline_at = float("-inf")
 
     def _secrets(self, given: dict[str, str]) -> dict[str, str]:
         """The task's secret values: as handed over, else from this process's environment."""
@@ -93,7 +102,7 @@ class Supervisor:
             while True:
                 self._check_cancel()
                 event = self._attempt(option)
-                action = decide(event, history, self.policy)
+                action = after_outbids(decide(event, history, self.policy), event, history, len(self.options))
                 history.events.append(event)
                 if not action.relaunch:
                     self.state.transition(self.job_id, action.final_state, action.reason)
@@ -144,12 +153,16 @@ class Supervisor:
         att = self._unfinished_attempt()
         if att is not None and att.run_started:
             handle = att.handle
+            self.backend = self._backend_of(int(handle.get("option", 0)))
             self.state.event(self.job_id, "supervisor", f"re-attached to attempt {att.n}")
         else:
             if att is not None:  # died while starting it: release what it may hold, start anew
+                self.backend = self._backend_of(int(att.handle.get("option", 0)))
                 self._end_attempt(att.n, att.handle, "PREEMPTED", "supervisor restarted while starting")
-            att = self.state.add_attempt(self.job_id, handle={"option": option}, started=self.clock())
-            handle = self._start(att.n, option)
+            self.backend = self._backend_of(option)
+            mode = self._deadline_mode()
+            att = self.state.add_attempt(self.job_id, handle=self._base_handle(option, mode), started=self.clock())
+            handle = self._start(att.n, option, mode)
             if isinstance(handle, Event):
                 return handle
         return self._watch(att.n, handle)
@@ -160,20 +173,20 @@ class Supervisor:
             return attempts[-1]
         return None
 
-    def _start(self, n: int, option: int) -> dict[str, Any] | Event:
+    def _start(self, n: int, option: int, mode: Mode | None = None) -> dict[str, Any] | Event:
         job = self.state.job(self.job_id)
-        res = self.options[option]
-        req = ProvisionRequest(job.run_id, n, job.infra, res, self.task.num_nodes)
+        res = self.options[option] if mode is None else with_mode(self.options[option], mode)
+        req = ProvisionRequest(job.run_id, n, self.infras[option], res, self.task.num_nodes)
         self.state.transition(self.job_id, st.STARTING, f"attempt {n}")
         try:
             handle = self.backend.provision(req)
         except NoCapacityError as e:
-            self._end_attempt(n, {"option": option}, "NO_CAPACITY", str(e))
+            self._end_attempt(n, self._base_handle(option, mode), "NO_CAPACITY", str(e))
             return Event(Outcome.NO_CAPACITY, reason=str(e), option=option)
         except CredentialsError as e:  # no retry can help: the job fails now, saying why
-            self._end_attempt(n, {"option": option}, "SETUP_FAILED", str(e))
+            self._end_attempt(n, self._base_handle(option, mode), "SETUP_FAILED", str(e))
             return Event(Outcome.SETUP_FAILED, reason=str(e), option=option, final=True, final_note="")
-        handle["option"] = option
+        handle.update(self._base_handle(option, mode))
         self.state.set_attempt(self.job_id, n, handle=handle, host=handle.get("host", ""),
                                price_per_hour=self.backend.cost_per_hour(handle))
         try:
@@ -235,10 +248,13 @@ class Supervisor:
                 return self._finished(n, handle, status, option, drill_fired)
             drill_fired = self._fire_due_drill(n, handle) or drill_fired
             self._update_progress()
+            self._deadline_check(n, handle)
             self.sleep(self.poll_interval)
 
     def _finished(self, n: int, handle: dict, status: RunStatus, option: int, drill: str) -> Event:
         reason = f"fire drill {drill}: {status.reason}" if drill and status.state is RunState.PREEMPTED else status.reason
+        if handle.get("deadline_stop") and status.state is RunState.PREEMPTED:
+            reason = f"deadline policy: {handle['deadline_stop']} ({status.reason})"
         self._end_attempt(n, handle, status.state.value, reason, status.exit_code)
         self._update_progress(force=True)
         a = self.state.attempt(self.job_id, n)
@@ -253,6 +269,48 @@ class Supervisor:
         self.state.set_attempt(self.job_id, n, state=state, reason=reason, exit_code=exit_code,
                                ended=self.clock())
         self.state.event(self.job_id, "attempt", f"attempt {n} {state.lower()}: {reason}")
+
+    # --- the deadline (launcher.deadline): spot or on demand ------------------------------------
+    def _backend_of(self, option: int) -> Backend:
+        infra = self.infras[option]
+        if infra not in self._backends:
+            self._backends[infra] = self._backend_for(infra)
+        return self._backends[infra]
+
+    def _base_handle(self, option: int, mode: Mode | None) -> dict[str, Any]:
+        base = {"option": option, "infra": self.infras[option]}
+        return base if mode is None else {**base, "mode": mode.value}
+
+    def _deadline_mode(self) -> Mode | None:
+        """Spot or on demand for the next attempt; waits while the policy says to wait for spot."""
+        if self.deadline is None:
+            return None
+        while True:
+            attempts = self.state.attempts(self.job_id)
+            choice = self.deadline.choose(mode_of(attempts[-1].handle, moving=True) if attempts else Mode.NONE)
+            if choice.mode is not Mode.NONE:
+                return choice.mode
+            self._sleep(max(self.poll_interval, 30.0))
+
+    def _deadline_check(self, n: int, handle: dict[str, Any]) -> None:
+        """While a run goes on: when the policy moves the job (spot -> on demand near the deadline,
+        on demand -> spot once ahead), give the run a preemption notice; it saves and exits."""
+        if self.deadline is None or handle.get("deadline_stop") or \
+                self.clock() - self._deadline_at < self.progress_interval:
+            return
+        self._deadline_at = self.clock()
+        mode = mode_of(handle)
+        choice = self.deadline.choose(mode)
+        if choice.mode in (mode, Mode.NONE):
+            return
+        handle["deadline_stop"] = f"to {choice.mode.value.replace('_', ' ')}: {choice.reason}"
+        handle["deadline_to"] = choice.mode.value
+        self.state.set_attempt(self.job_id, n, handle=handle)
+        self.state.event(self.job_id, "deadline", f"attempt {n}: moving {handle['deadline_stop']}")
+        try:
+            self.backend.signal(handle, "term")
+        except (BackendError, NotImplementedError):
+            self.backend.terminate(handle)
 
     # --- fire drills and progress --------------------------------------------------------------
     def _running_time(self) -> float:

@@ -114,6 +114,16 @@ class RunSpec:
         return d
 
 
+@dataclass(frozen=True)
+class Quote:
+    """What one resources option would cost here now, and whether it can be had: for
+    ``launch plan`` and the cheapest-first order of ``any_of`` options."""
+
+    price_per_hour: float | None  # expected $/h of one node; None when unknown
+    usable: bool = True
+    why: str = ""
+
+
 @dataclass
 class SyncStats:
     files_sent: int = 0
@@ -169,6 +179,11 @@ class Backend(ABC):
     def terminate(self, handle: dict[str, Any]) -> None:
         """Stop everything of the attempt and release the machine. A machine that is already
         gone counts as success; always safe to call twice."""
+
+    def quote(self, resources: dict[str, Any], num_nodes: int = 1) -> Quote:
+        """Expected $/h of one node for ``resources`` now and whether one can be had, without
+        renting anything. By default: machines we do not pay for by the hour."""
+        return Quote(0.0, True, "no hourly price")
 
     def cost_per_hour(self, handle: dict[str, Any]) -> float:
         """$/h of the machine behind the handle (0 for machines we do not pay for by the hour)."""

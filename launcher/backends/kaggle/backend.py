@@ -51,7 +51,7 @@ from typing import Any
 
 from launcher import contract
 from launcher.backends.base import (Backend, BackendError, CredentialsError, HostLostError, MissingDependencyError,
-                                    NoCapacityError, ProvisionRequest, RunSpec, RunState, RunStatus,
+                                    NoCapacityError, ProvisionRequest, Quote, RunSpec, RunState, RunStatus,
                                     SyncStats)
 from launcher.backends.kaggle import kernel, quota
 from launcher.backends.kaggle.attachments import Attachments, instructions
@@ -113,6 +113,21 @@ class KaggleBackend(Backend):
                 "kind": kind, "enable_gpu": kind == "gpu",
                 "session": {"limit_s": limit, "margin_s": s.margin, "usable_s": max(0.0, limit - s.margin)},
                 "price_per_hour": 0.0}
+
+    def quote(self, resources: dict[str, Any], num_nodes: int = 1) -> Quote:
+        """Free while the weekly quota lasts; not usable for accelerators Kaggle lacks, for
+        several nodes, or with the quota used up (Kaggle's quota view, else launch's count)."""
+        if num_nodes > 1:
+            return Quote(0.0, False, f"Kaggle runs one machine per session; the task asks for {num_nodes}")
+        s = self.settings
+        try:
+            kind = accelerator_kind(machine_shape(resources, s), s.enable_gpu)
+            left = (quota.budget(self.client, s, kind, self.clock(), self.sessions)
+                    if kind != "cpu" and s.weekly_gpu_hours > 0 else None)
+        except (NoCapacityError, CredentialsError) as e:
+            return Quote(0.0, False, str(e))
+        note = f"; {left / 3600:.1f} h of weekly {kind.upper()} quota left" if left not in (None, float("inf")) else ""
+        return Quote(0.0, True, "free" + note)
 
     def bootstrap(self, handle: dict[str, Any]) -> None:
         """Check the task fits a session and the Kaggle credentials exist; name the kernel

@@ -27,8 +27,8 @@ def gpu_sessions(now: float, kind: str = "gpu") -> list[tuple[float, float]]:
 
     state, out = st.State(), []
     for job in state.jobs():
-        if job.infra != "kaggle":
-            continue
+        if job.infra != "kaggle" and "kaggle" not in job.options.get("option_infras", []):
+            continue  # a job whose options span providers counts when one of them is Kaggle
         for a in state.attempts(job.id):
             h = a.handle
             mine = h.get("kind") == kind if h.get("kind") else (kind == "gpu" and h.get("enable_gpu"))

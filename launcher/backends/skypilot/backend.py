@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from launcher import contract
-from launcher.backends.base import (Backend, BackendError, HostLostError, ProvisionRequest, RunSpec,
-                                    RunState, RunStatus, SyncStats)
+from launcher.backends.base import (Backend, BackendError, HostLostError, ProvisionRequest, Quote,
+                                    RunSpec, RunState, RunStatus, SyncStats)
 from launcher.backends.skypilot import mapping
 from launcher.backends.skypilot.client import (REQUEST_DONE, ClusterGone, LaunchFailed,
                                                SkyPilotClient)
@@ -188,6 +188,18 @@ class SkyPilotBackend(Backend):
             return RunStatus(state, code, f"job {job_id} on {cluster} {status}"
                              + (f", exit code {code}" if code is not None else ""))
         return RunStatus(state, reason=f"job {job_id} on {cluster} {status}")
+
+    def quote(self, resources: dict[str, Any], num_nodes: int = 1) -> Quote:
+        """SkyPilot's catalog price for the option's cloud (and region) in its infra; unknown
+        when the infra names no cloud or the catalog has no price."""
+        from launcher.backends.skypilot.catalog import hourly_price
+
+        parts = (resources.get("infra") or self.infra or "").split("/")
+        cloud, region = parts[0], (parts[1] if len(parts) > 1 else None)
+        if cloud in ("", "*", "skypilot", "sky"):
+            return Quote(None, True, "SkyPilot picks the cloud: price unknown until it does")
+        price = hourly_price(resources, cloud, region, spot=bool(resources.get("use_spot")))
+        return Quote(price, True, "SkyPilot's catalog" if price is not None else "no catalog price")
 
     def _price(self, handle: dict[str, Any], cloud: str, region: str) -> None:
         """$/h of the attempt (all nodes) from SkyPilot's catalog, for where it was placed; a

@@ -44,8 +44,8 @@ from typing import Any
 
 from launcher import state as st
 from launcher.backends.base import (Backend, BackendError, CredentialsError, HostLostError,
-                                    NoCapacityError, ProvisionRequest, RunSpec, RunState, RunStatus,
-                                    SyncStats)
+                                    NoCapacityError, ProvisionRequest, Quote, RunSpec, RunState,
+                                    RunStatus, SyncStats)
 from launcher.backends.ssh.backend import SSHBackend, gpus_per_node
 from launcher.backends.ssh.pools import HostSpec
 from launcher.backends.vast import offers as of
@@ -150,6 +150,19 @@ class VastBackend(Backend):
                 return handle
         raise NoCapacityError(f"Vast.ai: could not rent any of {min(len(ranked), self.settings.offers_tried)}"
                               f" offer(s): {'; '.join(notes)}")
+
+    def quote(self, resources: dict[str, Any], num_nodes: int = 1) -> Quote:
+        """The cheapest acceptable live offer's $/h (the bid we would place, for spot)."""
+        if num_nodes > 1:
+            return Quote(None, False, f"Vast.ai rents single machines; num_nodes={num_nodes}")
+        q = of.build_query(resources, self.settings)
+        try:
+            ranked = of.rank(self.client.search(q.query, q.offer_type, q.order, q.disk_gb), q, self.settings)
+        except BackendError as e:
+            return Quote(None, False, f"Vast.ai offer search failed: {e}")
+        if not ranked:
+            return Quote(None, False, f"Vast.ai: no {q.offer_type} offer matches `{q.query}`")
+        return Quote(round(ranked[0][0], 4), True, f"{len(ranked)} {q.offer_type} offer(s), cheapest first")
 
     def _ensure_account_key(self) -> None:
         """Our public key among the account's SSH keys, once per backend; when that fails the
