@@ -84,7 +84,7 @@ def model_config(args: argparse.Namespace) -> dict[str, Any]:
     c = DiffusionConfig(patch=args.patch, stride=args.stride, steps=args.steps,
                         max_radius=args.max_radius, attention=not args.no_attention,
                         heads=args.heads)
-    c.init_radius = min(c.init_radius, 0.75 * c.max_radius)
+    c.init_radius = min(c.init_radius, 0.95 * c.max_radius)
     return c.to_dict()
 
 
