@@ -102,7 +102,8 @@ def main() -> None:
     base = {"noisy": noisy}
     for name, out in {**base, **outs}.items():
         s = baselines.score(out, clean)
-        t = sum(times[name]) / 2 if name in times else None
+        runs = times.get(name) or times.get(f"{name} (cpu)")  # non-local means runs on the CPU
+        t = sum(runs) / 2 if runs else None
         rate = f"{n / t:10.1f}" if t else f"{'-':>10}"
         print(f"{name:<16}{rate}{s['psnr']:10.2f}{s['ssim']:8.3f}")
     nlm_t = sum(times["nl_means (cpu)"]) / 2

@@ -59,6 +59,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g.add_argument("--patch", type=int, default=c.patch, help="patch side" + d)
     g.add_argument("--stride", type=int, default=c.stride, help="patch grid stride" + d)
     g.add_argument("--steps", type=int, default=c.steps, help="diffusion steps" + d)
+    g.add_argument("--reaggregate", action="store_true",
+                   help="average the patches back into an image between steps (each step then "
+                        "runs per pixel, in far less memory than on the patches)")
     g.add_argument("--max-radius", type=float, default=c.max_radius,
                    help="neighbourhood bound in pixels (the learned radius stays below)" + d)
     g.add_argument("--no-attention", action="store_true", help="no attention over the edges")
@@ -83,8 +86,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def model_config(args: argparse.Namespace) -> dict[str, Any]:
     c = DiffusionConfig(patch=args.patch, stride=args.stride, steps=args.steps,
                         max_radius=args.max_radius, attention=not args.no_attention,
-                        heads=args.heads)
-    c.init_radius = min(c.init_radius, 0.75 * c.max_radius)
+                        heads=args.heads, reaggregate=args.reaggregate)
+    c.init_radius = min(c.init_radius, 0.95 * c.max_radius)
     return c.to_dict()
 
 
