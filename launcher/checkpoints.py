@@ -19,7 +19,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from launcher import contract
 from launcher.store.base import NotFound, ObjectStore, StoreError, join_key
@@ -43,8 +43,10 @@ def step_prefix(step: int) -> str:
 
 
 # --- upload ---------------------------------------------------------------------------------------
-def upload_checkpoint(store: ObjectStore, local_step_dir: str | os.PathLike) -> RemoteCheckpoint:
-    """Upload a committed local checkpoint folder: its files, then ``MANIFEST.json`` last.
+def upload_checkpoint(store: ObjectStore, local_step_dir: str | os.PathLike,
+                      before_manifest: Callable[[], Any] | None = None) -> RemoteCheckpoint:
+    """Upload a committed local checkpoint folder: its files, then ``MANIFEST.json`` last
+    (``before_manifest`` is called in between: a fire drill's pause point).
 
     The local folder must hold a manifest whose files are all present with their sizes. An
     earlier manifest of the same step in the store is deleted first, so the step never looks
@@ -61,6 +63,8 @@ def upload_checkpoint(store: ObjectStore, local_step_dir: str | os.PathLike) -> 
         store.delete(manifest_key)
     for rel in sorted(manifest["files"]):
         store.put_file(root / rel, join_key(prefix, rel))
+    if before_manifest is not None:
+        before_manifest()
     store.put_bytes(manifest_key, json.dumps(manifest, indent=1, sort_keys=True).encode())
     log.info("uploaded checkpoint step %d to %s/%s", step, store.uri, prefix)
     return RemoteCheckpoint(step, prefix, manifest)

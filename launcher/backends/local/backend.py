@@ -87,12 +87,19 @@ class LocalBackend(Backend):
         attempt_dir = Path(handle["attempt_dir"])
         spec.workdir = handle.get("workdir") or spec.workdir
         agent_files.write_attempt_files(attempt_dir, spec.public_dict(), spec.secrets)
-        with open(attempt_dir / "agent.out", "ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "launcher.agent", str(attempt_dir / agent_files.SPEC_NAME)],
-                cwd=str(attempt_dir), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,  # survives the supervisor; its own process group
-            )
+        # The agent starts with SIGTERM blocked (a child inherits the mask of the thread that
+        # starts it): a notice that comes while its interpreter starts waits for the agent's
+        # handler, which unblocks it, instead of killing it.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            with open(attempt_dir / "agent.out", "ab") as out:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "launcher.agent", str(attempt_dir / agent_files.SPEC_NAME)],
+                    cwd=str(attempt_dir), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True,  # survives the supervisor; its own process group
+                )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         handle["agent_pid"] = proc.pid
 
     def poll(self, handle: dict[str, Any]) -> RunStatus:
