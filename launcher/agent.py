@@ -12,6 +12,10 @@
 5. when the run ends: a last sync, ``DONE`` in the store if it exited 0, and the exit code in
    ``ATTEMPT_DIR/exit_code`` (written atomically, last). The agent exits with the run's code.
 
+A fire drill at a share of the training (``spec["drill"]``, see ``launcher.chaos``) is fired by
+the agent itself, from the metrics on the machine: it records ``logs/attempt-N.drill`` in the
+store, then delivers the notice to itself or kills the run and itself (a machine that vanished).
+
 Files in ATTEMPT_DIR: ``spec.json``, ``secrets.json`` (0600, optional), ``agent.pid``,
 ``run.pgid``, ``run.log``, ``exit_code``, ``checkpoints/``, ``outputs/``, ``hooks/`` (pause points
 of ``contract.hook_point``, $LAUNCH_HOOK_DIR for the run). A backend reads only
@@ -30,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from launcher import contract
+from launcher import chaos, contract
 
 SPEC_NAME = "spec.json"
 SECRETS_NAME = "secrets.json"
@@ -77,6 +81,9 @@ class Agent:
         self.notice = notice or threading.Event()  # set by SIGTERM (main() installs it first)
         self.hook_dir = attempt_dir / "hooks"
         self.uploaded = -1  # the highest step known to be in the store
+        self.resumed_step = -1  # the step this attempt started from
+        self.run_started = 0.0
+        self.drill = chaos.parse_drill(spec["drill"]) if spec.get("drill") else None
         self.store = None
         # On several nodes (SKYPILOT_NODE_RANK > 0 on workers) only the head node syncs
         # checkpoints and writes DONE and the exit code; each node uploads its own log.
@@ -136,7 +143,7 @@ class Agent:
         if got is None:
             self.say("no checkpoint in the store yet: starting from scratch")
         else:
-            self.uploaded = got[0]
+            self.uploaded = self.resumed_step = got[0]
             self.say(f"resuming from checkpoint step {got[0]} ({self.spec['store_uri']})")
             contract.hook_point("download", f"step {got[0]}", self.hook_dir)
         if self.store.exists(contract.METRICS_NAME):
@@ -242,6 +249,18 @@ class Agent:
         except Exception as e:
             self.say(f"cannot sync from the store: {e}")
             return EXIT_AGENT_ERROR
+        stop = threading.Event()
+        watcher = threading.Thread(target=self._drill_loop, args=(stop,), daemon=True)
+        if self.drill is not None and self.rank == 0:
+            watcher.start()
+        try:
+            return self._run_phases()
+        finally:
+            stop.set()
+            for p in self.hook_dir.glob("armed-*"):  # nothing may pause once nobody watches
+                p.unlink(missing_ok=True)
+
+    def _run_phases(self) -> int:
         env = self.env()
         cwd = self.spec.get("workdir") or str(self.dir)
         for phase in ("setup", "run"):
@@ -252,6 +271,7 @@ class Agent:
                 self.say(f"preemption notice before {phase}: exiting {contract.EXIT_PREEMPTED}")
                 return contract.EXIT_PREEMPTED
             self.say(f"{phase} started")
+            self.run_started = time.time()
             self.proc = self._bash(script, env, cwd)
             write_atomic(self.dir / RUN_PGID_NAME, str(self.proc.pid))
             if self.notice.is_set():  # came while it was being started: it gets it too
@@ -268,6 +288,74 @@ class Agent:
             if rc != 0:
                 return self._finish(rc, phase)
         return self._finish(0, "run")
+
+    # --- fire drills at a share of the training ---------------------------------------------------
+    def _drill_loop(self, stop: threading.Event) -> None:
+        """Watch the run's own metrics until the drill is due (``chaos.drill_due``), arm its
+        pause point if it has one and wait for the run to reach it, then fire it. A drill that
+        goes wrong is dropped, never left holding the run at a pause point."""
+        drill, armed = self.drill, False
+        metrics = self.out_dir / contract.METRICS_NAME
+        try:
+            while not stop.wait(0.05):
+                if not armed:
+                    line = chaos.last_metrics_line(metrics)
+                    if not chaos.drill_due(drill, line, int(self.spec["attempt"]), self._own_metrics(line)):
+                        continue
+                    if drill.phase:
+                        write_atomic(self.hook_dir / f"armed-{drill.phase}", str(drill))
+                        armed = True
+                        continue
+                elif not (self.hook_dir / f"at-{drill.phase}").exists():
+                    continue
+                self._fire_drill(drill)
+                return
+        except Exception as e:
+            self.say(f"fire drill {drill} dropped: {e!r}")
+            _killpg(self.proc.pid if self.proc is not None else None, signal.SIGCONT)  # if it froze it
+            for p in (*self.hook_dir.glob("armed-*"), *self.hook_dir.glob("at-*")):
+                p.unlink(missing_ok=True)
+
+    def _own_metrics(self, line: dict[str, Any] | None) -> bool:
+        """For metrics without an ``attempt`` field: written by this run, past its resume step."""
+        try:
+            fresh = (self.out_dir / contract.METRICS_NAME).stat().st_mtime >= self.run_started > 0
+        except OSError:
+            return False
+        return fresh and line is not None and float(line.get("step", -1)) > self.resumed_step
+
+    def _fire_drill(self, drill: chaos.Drill) -> None:
+        """Freeze the run, make sure the training has not finished meanwhile, record the drill in
+        the store, then kill everything (``kill``) or give ourselves the notice (``term``)."""
+        pgid = self.proc.pid if self.proc is not None else None
+        _killpg(pgid, signal.SIGSTOP)
+        line = chaos.last_metrics_line(self.out_dir / contract.METRICS_NAME)
+        at = self.hook_dir / f"at-{drill.phase}" if drill.phase else None
+        # In the middle of a save the steps are all done but the final checkpoint is not yet: a
+        # machine lost there loses work, so it still counts (the metrics are not asked then).
+        if chaos.training_done(None if drill.phase == "save" else line, self.ckpt_dir):
+            _killpg(pgid, signal.SIGCONT)
+            self.say(f"fire drill {drill} not fired: the training had finished")
+            if at is not None:
+                at.unlink(missing_ok=True)
+            return
+        step = (line or {}).get("step")
+        where = f" mid-{drill.phase}" if drill.phase else ""
+        self.say(f"fire drill {drill}: {drill.kind} at step {step}{where}")
+        try:
+            if self.store is not None:
+                self.store.child(contract.LOGS_PREFIX).put_bytes(
+                    contract.drill_name(int(self.spec["attempt"])),
+                    json.dumps({"drill": str(drill), "step": step, "phase": drill.phase}).encode())
+        except Exception as e:  # the drill still fires; the supervisor just cannot name it
+            self.say(f"could not record the fire drill: {e}")
+        if drill.kind == "kill":  # the machine vanishes: nothing more is uploaded
+            _killpg(pgid, signal.SIGKILL)
+            os.kill(os.getpid(), signal.SIGKILL)
+        _killpg(pgid, signal.SIGCONT)
+        os.kill(os.getpid(), signal.SIGTERM)  # the same way in as a real notice
+        if at is not None:
+            at.unlink(missing_ok=True)
 
     def publish_exit_code(self, rc: int) -> None:
         """Also put the exit code in the store (``logs/attempt-N.exit``), for backends that

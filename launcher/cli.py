@@ -22,13 +22,18 @@ Examples:
                                                        # fire drill: preempt it twice
   launch up tasks/quickstart.yaml --chaos term@30%,kill@60%
                                                        # the same, at 30% and 60% of the steps
+  launch up tasks/quickstart.yaml --chaos kill@40%:save,kill@70%:upload
+                                                       # in the middle of a save, of an upload
   launch up tasks/imagenet.yaml --infra ssh/lab -d     # on an SSH pool, detached
   launch up tasks/quickstart.yaml --env EPOCHS=2 --name qs-short
 \b
 --chaos SPEC is a comma list of KIND@TIME. KIND is 'term' (a preemption notice: SIGTERM, the
 trainer saves and exits) or 'kill' (the machine vanishes: SIGKILL, no notice). TIME counts the
 job's running time across attempts (20s, 1.5m, 500ms), or is a share of its steps (30%), read
-from the metrics the trainer writes. Each drill fires once.
+from the metrics the trainer writes: such a drill fires inside the training, after its attempt
+has resumed and logged a step, never once the final checkpoint is written. 40%:save and
+40%:upload aim at the middle of the next checkpoint save or upload (on the local default).
+Each drill fires once; a relaunch after a drill does not back off.
 """
 
 

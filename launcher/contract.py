@@ -78,6 +78,11 @@ def exit_name(attempt: int) -> str:
     return f"attempt-{attempt}.exit"
 
 
+def drill_name(attempt: int) -> str:
+    """``logs/attempt-N.drill``: the fire drill this attempt's agent fired (JSON: drill, step)."""
+    return f"attempt-{attempt}.drill"
+
+
 def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -115,3 +115,37 @@ def test_a_notice_during_the_interpreters_start_up_is_not_lost(tmp_path):
     backend.signal(handle, "term")  # at once: the agent's interpreter is still starting
     status = wait_for(lambda: (s := backend.poll(handle)).done and s, timeout=120, what="the attempt to end")
     assert status.exit_code == contract.EXIT_PREEMPTED, status
+
+
+def test_the_agent_fires_a_share_drill_inside_the_training_and_records_it(tmp_path):
+    proc, d, store = start_agent(tmp_path, run=TOY.replace("--steps 5 --step-time 0.01", "--steps 40 --step-time 0.05"),
+                                 drill="kill@50%")
+    assert proc.wait(timeout=120) == -signal.SIGKILL  # a machine that vanished: no exit code
+    assert not (d / agent.EXIT_CODE_NAME).exists()
+    fired = json.loads(store.get_bytes("logs/" + contract.drill_name(1)))
+    assert fired["drill"] == "kill@50%" and 20 <= fired["step"] < 40
+    assert not store.exists(contract.DONE_NAME)
+
+
+def test_a_term_drill_mid_upload_saves_and_exits_75(tmp_path):
+    proc, d, store = start_agent(tmp_path, run=TOY.replace("--steps 5 --step-time 0.01", "--steps 40 --step-time 0.05"),
+                                 drill="term@25%:upload")
+    assert proc.wait(timeout=120) == contract.EXIT_PREEMPTED
+    fired = json.loads(store.get_bytes("logs/" + contract.drill_name(1)))
+    assert fired["phase"] == "upload" and 10 <= fired["step"] < 40
+    assert "notice: saved step" in (d / agent.LOG_NAME).read_text()
+
+
+def test_a_drill_that_comes_due_only_at_the_end_never_fires(tmp_path):
+    proc, d, store = start_agent(tmp_path, run=TOY.replace("--steps 5 --step-time 0.01", "--steps 10 --step-time 0.05"),
+                                 drill="kill@99%")
+    assert proc.wait(timeout=120) == 0 and store.exists(contract.DONE_NAME)
+    assert not store.exists("logs/" + contract.drill_name(1))
+
+
+def test_a_drill_that_goes_wrong_is_dropped_and_the_run_goes_on(tmp_path):
+    bad = """echo '{"step": "x", "total_steps": 10}' > "$LAUNCH_OUTPUT_DIR/metrics.jsonl"; sleep 1"""
+    proc, d, store = start_agent(tmp_path, run=bad, drill="kill@10%:save")
+    assert proc.wait(timeout=120) == 0 and store.exists(contract.DONE_NAME)
+    assert "fire drill kill@10%:save dropped: ValueError(" in (d / agent.LOG_NAME).read_text()
+    assert not list((d / "hooks").iterdir())

@@ -58,6 +58,7 @@ def _killpg(pgid: int | None, sig: int) -> None:
 
 class LocalBackend(Backend):
     name = "local"
+    agent_drills = True
 
     def __init__(self, infra: str = "local", root: Path | None = None):
         if infra != "local":
