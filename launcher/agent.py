@@ -6,13 +6,19 @@
 2. runs ``setup`` then ``run`` (bash) with the contract's environment, output to ``run.log``;
 3. while the run goes: uploads every newly committed checkpoint (files first, manifest last),
    applies retention, and uploads the log and metrics as they grow;
-4. on SIGTERM (the preemption notice) forwards it to the run's process group, so the trainer can
-   write its emergency checkpoint, then uploads that checkpoint;
+4. on SIGTERM (the preemption notice), at any moment from its own start-up on, forwards it to the
+   run's process group, so the trainer can write its emergency checkpoint, then uploads that
+   checkpoint and exits 75 (a notice before the run started: exit 75 at once, nothing to save);
 5. when the run ends: a last sync, ``DONE`` in the store if it exited 0, and the exit code in
    ``ATTEMPT_DIR/exit_code`` (written atomically, last). The agent exits with the run's code.
 
+A fire drill at a share of the training (``spec["drill"]``, see ``launcher.chaos``) is fired by
+the agent itself, from the metrics on the machine: it records ``logs/attempt-N.drill`` in the
+store, then delivers the notice to itself or kills the run and itself (a machine that vanished).
+
 Files in ATTEMPT_DIR: ``spec.json``, ``secrets.json`` (0600, optional), ``agent.pid``,
-``run.pgid``, ``run.log``, ``exit_code``, ``checkpoints/``, ``outputs/``. A backend reads only
+``run.pgid``, ``run.log``, ``exit_code``, ``checkpoints/``, ``outputs/``, ``hooks/`` (pause points
+of ``contract.hook_point``, $LAUNCH_HOOK_DIR for the run). A backend reads only
 ``exit_code``, ``agent.pid``, ``run.pgid`` and ``run.log``.
 """
 
@@ -28,16 +34,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from launcher import contract
+from launcher import chaos, contract
 
 SPEC_NAME = "spec.json"
 SECRETS_NAME = "secrets.json"
 EXIT_CODE_NAME = "exit_code"
 AGENT_PID_NAME = "agent.pid"
 RUN_PGID_NAME = "run.pgid"
+# Written by a backend on this machine before it sends SIGTERM: a notice given in the instant
+# between the agent's fork and its exec cannot be sent as a signal, the file is read at start.
+NOTICE_NAME = "notice"
 LOG_NAME = "run.log"
 # The agent itself failed before or around the run (store unreachable, bad spec).
 EXIT_AGENT_ERROR = 70
+# How often the agent looks for a newly committed checkpoint to upload (one listing of a local
+# folder). A machine lost within this time of a save, or during its upload, loses that save.
+CHECKPOINT_POLL_S = 0.1
 
 
 def write_atomic(path: Path, text: str, mode: int | None = None) -> None:
@@ -60,7 +72,8 @@ def write_attempt_files(attempt_dir: Path, spec_public: dict[str, Any], secrets:
 
 
 class Agent:
-    def __init__(self, attempt_dir: Path, spec: dict[str, Any], secrets: dict[str, str]):
+    def __init__(self, attempt_dir: Path, spec: dict[str, Any], secrets: dict[str, str],
+                 notice: threading.Event | None = None):
         self.dir = attempt_dir
         self.spec = spec
         self.secrets = secrets
@@ -68,8 +81,12 @@ class Agent:
         self.ckpt_dir = attempt_dir / "checkpoints"
         self.out_dir = attempt_dir / "outputs"
         self.proc: subprocess.Popen | None = None
-        self.notice = threading.Event()
+        self.notice = notice or threading.Event()  # set by SIGTERM (main() installs it first)
+        self.hook_dir = attempt_dir / "hooks"
         self.uploaded = -1  # the highest step known to be in the store
+        self.resumed_step = -1  # the step this attempt started from
+        self.run_started = 0.0
+        self.drill = chaos.parse_drill(spec["drill"]) if spec.get("drill") else None
         self.store = None
         # On several nodes (SKYPILOT_NODE_RANK > 0 on workers) only the head node syncs
         # checkpoints and writes DONE and the exit code; each node uploads its own log.
@@ -104,6 +121,7 @@ class Agent:
             contract.ENV_ATTEMPT: str(self.spec["attempt"]),
             contract.ENV_CHECKPOINT_DIR: str(self.ckpt_dir),
             contract.ENV_OUTPUT_DIR: str(self.out_dir),
+            contract.ENV_HOOK_DIR: str(self.hook_dir),
             "PYTHONUNBUFFERED": "1",
         })
         if self.spec.get("store_uri"):
@@ -128,8 +146,9 @@ class Agent:
         if got is None:
             self.say("no checkpoint in the store yet: starting from scratch")
         else:
-            self.uploaded = got[0]
+            self.uploaded = self.resumed_step = got[0]
             self.say(f"resuming from checkpoint step {got[0]} ({self.spec['store_uri']})")
+            contract.hook_point("download", f"step {got[0]}", self.hook_dir)
         if self.store.exists(contract.METRICS_NAME):
             self.store.get_file(contract.METRICS_NAME, str(self.out_dir / contract.METRICS_NAME))
 
@@ -145,7 +164,8 @@ class Agent:
                 return
             if contract.verify_checkpoint(path, check_hash=False) is None:
                 continue  # still being written
-            checkpoints.upload_checkpoint(self.store, path)
+            checkpoints.upload_checkpoint(self.store, path, before_manifest=lambda: contract.hook_point(
+                "upload", f"step {step}", self.hook_dir))
             self.uploaded = step
             self.say(f"checkpoint step {step} uploaded")
             checkpoints.apply_retention(self.store, keep_last=int(self.spec.get("keep_last", 3)))
@@ -169,11 +189,11 @@ class Agent:
                     checkpoints.sync_file_up(outputs, str(p), p.relative_to(self.out_dir).as_posix())
 
     def _sync_loop(self, stop: threading.Event) -> None:
-        """Checkpoints go up as soon as they are committed (a local check every 0.5 s); the log
-        and metrics every ``sync_interval`` seconds."""
+        """Checkpoints go up as soon as they are committed (a local check every
+        ``CHECKPOINT_POLL_S``); the log and metrics every ``sync_interval`` seconds."""
         interval = float(self.spec.get("sync_interval", 5.0))
         last = time.monotonic()
-        while not stop.wait(0.5):
+        while not stop.wait(CHECKPOINT_POLL_S):
             try:
                 if time.monotonic() - last >= interval:
                     self.sync_up()
@@ -220,14 +240,30 @@ class Agent:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_term)
         _become_subreaper()
+        self.hook_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.dir / AGENT_PID_NAME, str(os.getpid()))
         self.say(f"attempt {self.spec['attempt']} of job {self.spec['job_id']} on {os.uname().nodename}")
         try:
             self.store = self._open_store()
+            if self.notice.is_set():
+                self.say(f"preemption notice during start-up: nothing to save yet, exiting {contract.EXIT_PREEMPTED}")
+                return contract.EXIT_PREEMPTED
             self.sync_down()
         except Exception as e:
             self.say(f"cannot sync from the store: {e}")
             return EXIT_AGENT_ERROR
+        stop = threading.Event()
+        watcher = threading.Thread(target=self._drill_loop, args=(stop,), daemon=True)
+        if self.drill is not None and self.rank == 0:
+            watcher.start()
+        try:
+            return self._run_phases()
+        finally:
+            stop.set()
+            for p in self.hook_dir.glob("armed-*"):  # nothing may pause once nobody watches
+                p.unlink(missing_ok=True)
+
+    def _run_phases(self) -> int:
         env = self.env()
         cwd = self.spec.get("workdir") or str(self.dir)
         for phase in ("setup", "run"):
@@ -235,10 +271,14 @@ class Agent:
             if not script:
                 continue
             if self.notice.is_set():
+                self.say(f"preemption notice before {phase}: exiting {contract.EXIT_PREEMPTED}")
                 return contract.EXIT_PREEMPTED
             self.say(f"{phase} started")
+            self.run_started = time.time()
             self.proc = self._bash(script, env, cwd)
             write_atomic(self.dir / RUN_PGID_NAME, str(self.proc.pid))
+            if self.notice.is_set():  # came while it was being started: it gets it too
+                _killpg(self.proc.pid, signal.SIGTERM)
             stop = threading.Event()
             syncer = threading.Thread(target=self._sync_loop, args=(stop,), daemon=True)
             syncer.start()
@@ -251,6 +291,74 @@ class Agent:
             if rc != 0:
                 return self._finish(rc, phase)
         return self._finish(0, "run")
+
+    # --- fire drills at a share of the training ---------------------------------------------------
+    def _drill_loop(self, stop: threading.Event) -> None:
+        """Watch the run's own metrics until the drill is due (``chaos.drill_due``), arm its
+        pause point if it has one and wait for the run to reach it, then fire it. A drill that
+        goes wrong is dropped, never left holding the run at a pause point."""
+        drill, armed = self.drill, False
+        metrics = self.out_dir / contract.METRICS_NAME
+        try:
+            while not stop.wait(0.05):
+                if not armed:
+                    line = chaos.last_metrics_line(metrics)
+                    if not chaos.drill_due(drill, line, int(self.spec["attempt"]), self._own_metrics(line)):
+                        continue
+                    if drill.phase:
+                        write_atomic(self.hook_dir / f"armed-{drill.phase}", str(drill))
+                        armed = True
+                        continue
+                elif not (self.hook_dir / f"at-{drill.phase}").exists():
+                    continue
+                self._fire_drill(drill)
+                return
+        except Exception as e:
+            self.say(f"fire drill {drill} dropped: {e!r}")
+            _killpg(self.proc.pid if self.proc is not None else None, signal.SIGCONT)  # if it froze it
+            for p in (*self.hook_dir.glob("armed-*"), *self.hook_dir.glob("at-*")):
+                p.unlink(missing_ok=True)
+
+    def _own_metrics(self, line: dict[str, Any] | None) -> bool:
+        """For metrics without an ``attempt`` field: written by this run, past its resume step."""
+        try:
+            fresh = (self.out_dir / contract.METRICS_NAME).stat().st_mtime >= self.run_started > 0
+        except OSError:
+            return False
+        return fresh and line is not None and float(line.get("step", -1)) > self.resumed_step
+
+    def _fire_drill(self, drill: chaos.Drill) -> None:
+        """Freeze the run, make sure the training has not finished meanwhile, record the drill in
+        the store, then kill everything (``kill``) or give ourselves the notice (``term``)."""
+        pgid = self.proc.pid if self.proc is not None else None
+        _killpg(pgid, signal.SIGSTOP)
+        line = chaos.last_metrics_line(self.out_dir / contract.METRICS_NAME)
+        at = self.hook_dir / f"at-{drill.phase}" if drill.phase else None
+        # In the middle of a save the steps are all done but the final checkpoint is not yet: a
+        # machine lost there loses work, so it still counts (the metrics are not asked then).
+        if chaos.training_done(None if drill.phase == "save" else line, self.ckpt_dir):
+            _killpg(pgid, signal.SIGCONT)
+            self.say(f"fire drill {drill} not fired: the training had finished")
+            if at is not None:
+                at.unlink(missing_ok=True)
+            return
+        step = (line or {}).get("step")
+        where = f" mid-{drill.phase}" if drill.phase else ""
+        self.say(f"fire drill {drill}: {drill.kind} at step {step}{where}")
+        try:
+            if self.store is not None:
+                self.store.child(contract.LOGS_PREFIX).put_bytes(
+                    contract.drill_name(int(self.spec["attempt"])),
+                    json.dumps({"drill": str(drill), "step": step, "phase": drill.phase}).encode())
+        except Exception as e:  # the drill still fires; the supervisor just cannot name it
+            self.say(f"could not record the fire drill: {e}")
+        if drill.kind == "kill":  # the machine vanishes: nothing more is uploaded
+            _killpg(pgid, signal.SIGKILL)
+            os.kill(os.getpid(), signal.SIGKILL)
+        _killpg(pgid, signal.SIGCONT)
+        os.kill(os.getpid(), signal.SIGTERM)  # the same way in as a real notice
+        if at is not None:
+            at.unlink(missing_ok=True)
 
     def publish_exit_code(self, rc: int) -> None:
         """Also put the exit code in the store (``logs/attempt-N.exit``), for backends that
@@ -283,6 +391,15 @@ class Agent:
         return rc
 
 
+def _killpg(pgid: int | None, sig: int) -> None:
+    if not pgid or pgid <= 1:
+        return
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def _become_subreaper() -> None:
     """Orphaned processes of the run get reparented to the agent instead of PID 1 (Linux)."""
     try:
@@ -308,12 +425,19 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m launcher.agent ATTEMPT_DIR/spec.json", file=sys.stderr)
         return 2
+    # The notice counts from the first instant: a backend may start us with SIGTERM blocked, so
+    # one sent during the interpreter's start-up waits for this handler instead of killing us.
+    notice = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: notice.set())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     spec_path = Path(argv[0]).resolve()
     attempt_dir = spec_path.parent
+    if (attempt_dir / NOTICE_NAME).exists():
+        notice.set()
     spec = json.loads(spec_path.read_text())
     secrets_path = attempt_dir / SECRETS_NAME
     secrets = json.loads(secrets_path.read_text()) if secrets_path.exists() else {}
-    agent = Agent(attempt_dir, spec, secrets)
+    agent = Agent(attempt_dir, spec, secrets, notice=notice)
     try:
         rc = agent.run()
     except Exception as e:  # never leave without an exit code: the backend would see a lost host

@@ -28,7 +28,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from launcher import contract
 from launcher.store.base import NotFound, ObjectStore, StoreError, join_key
@@ -84,8 +84,9 @@ def step_prefix(step: int) -> str:
 
 # --- upload ---------------------------------------------------------------------------------------
 def upload_checkpoint(store: ObjectStore, local_step_dir: str | os.PathLike, *,
-                      reuse: bool = True) -> RemoteCheckpoint:
-    """Upload a committed local checkpoint folder: its files, then ``MANIFEST.json`` last.
+                      reuse: bool = True, before_manifest: Callable[[], Any] | None = None) -> RemoteCheckpoint:
+    """Upload a committed local checkpoint folder: its files, then ``MANIFEST.json`` last
+    (``before_manifest`` is called in between: a fire drill's pause point).
 
     The local folder must hold a manifest whose files are all present with their sizes. An
     earlier manifest of the same step in the store is deleted first, so the step never looks
@@ -107,6 +108,8 @@ def upload_checkpoint(store: ObjectStore, local_step_dir: str | os.PathLike, *,
               if (meta.get("sha256"), meta.get("size")) in held}
     todo = sorted(rel for rel in manifest["files"] if rel not in stored)
     _each(lambda rel: store.put_file(root / rel, join_key(prefix, rel)), todo)
+    if before_manifest is not None:
+        before_manifest()
     remote = {**manifest, STORED: stored} if stored else manifest
     store.put_bytes(manifest_key, json.dumps(remote, indent=1, sort_keys=True).encode())
     log.info("uploaded checkpoint step %d to %s/%s (%d file(s) sent, %d already in the store)",

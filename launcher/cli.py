@@ -22,6 +22,8 @@ Examples:
                                                        # fire drill: preempt it twice
   launch up tasks/quickstart.yaml --chaos term@30%,kill@60%
                                                        # the same, at 30% and 60% of the steps
+  launch up tasks/quickstart.yaml --chaos kill@40%:save,kill@70%:upload
+                                                       # in the middle of a save, of an upload
   launch up tasks/imagenet.yaml --infra ssh/lab -d     # on an SSH pool, detached
   launch up tasks/quickstart.yaml --env EPOCHS=2 --name qs-short
   launch up tasks/imagenet.yaml --infra vast --deadline 36h --estimate 20h
@@ -30,7 +32,10 @@ Examples:
 --chaos SPEC is a comma list of KIND@TIME. KIND is 'term' (a preemption notice: SIGTERM, the
 trainer saves and exits) or 'kill' (the machine vanishes: SIGKILL, no notice). TIME counts the
 job's running time across attempts (20s, 1.5m, 500ms), or is a share of its steps (30%), read
-from the metrics the trainer writes. Each drill fires once.
+from the metrics the trainer writes: such a drill fires inside the training, after its attempt
+has resumed and logged a step, never once the final checkpoint is written. 40%:save and
+40%:upload aim at the middle of the next checkpoint save or upload (on the local default).
+Each drill fires once; a relaunch after a drill does not back off.
 \b
 --deadline WHEN (36h, 2d, or a time: 2026-12-04T17:00) runs each attempt on spot or on demand by
 Uniform Progress: spot whenever it is there; on demand when there is none and the job is behind

@@ -35,6 +35,7 @@ ENV_CHECKPOINT_URI = "LAUNCH_CHECKPOINT_URI"  # the store URI of the same checkp
 ENV_OUTPUT_DIR = "LAUNCH_OUTPUT_DIR"  # local folder for metrics.jsonl and results, synced up
 ENV_DEADLINE = "LAUNCH_DEADLINE"  # unix time: checkpoint and exit (code PREEMPTED) before it
 ENV_FORCE_RESUME = "LAUNCH_FORCE_RESUME"  # "1": resume even if the config fingerprint differs
+ENV_HOOK_DIR = "LAUNCH_HOOK_DIR"  # fire drills: the folder where pause points are armed (hook_point)
 
 # The exit code by which a run says "I was told to stop (preemption notice or deadline), my state
 # is saved, relaunch me". Any other non-zero code is an error. 75 is EX_TEMPFAIL in sysexits.h.
@@ -75,6 +76,11 @@ def log_name(attempt: int) -> str:
 
 def exit_name(attempt: int) -> str:
     return f"attempt-{attempt}.exit"
+
+
+def drill_name(attempt: int) -> str:
+    """``logs/attempt-N.drill``: the fire drill this attempt's agent fired (JSON: drill, step)."""
+    return f"attempt-{attempt}.drill"
 
 
 def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 20) -> str:
@@ -202,3 +208,38 @@ def checkpoint_root_from_env() -> Path | None:
 def deadline_from_env() -> float | None:
     v = os.environ.get(ENV_DEADLINE)
     return float(v) if v else None
+
+
+# --- pause points for fire drills --------------------------------------------------------------
+# ``save``: the trainer wrote a checkpoint's files, not yet its manifest. ``upload``: the agent
+# put a checkpoint's files in the store, not yet its manifest. ``download``: the agent fetched the
+# checkpoint to resume from and has not started the run yet.
+HOOK_PHASES = ("save", "upload", "download")
+
+
+def hook_point(phase: str, detail: str = "", hook_dir: str | os.PathLike | None = None,
+               timeout: float = 120.0, poll: float = 0.02) -> bool:
+    """Pause here if a fire drill armed this phase; otherwise return False at once (one stat).
+
+    Armed means ``<hook_dir>/armed-<phase>`` exists (``hook_dir`` defaults to $LAUNCH_HOOK_DIR,
+    set by the agent only while a drill is pending). The arming is consumed, ``at-<phase>`` is
+    written (holding ``detail``), and the caller waits until that file is removed (the drill was
+    delivered and let it go) or ``timeout`` seconds pass, then goes on. A kill drill ends the
+    process while it waits, which is the point: a machine lost in the middle of this phase.
+    Returns whether it paused."""
+    root = hook_dir or os.environ.get(ENV_HOOK_DIR)
+    if not root:
+        return False
+    armed, at = Path(root) / f"armed-{phase}", Path(root) / f"at-{phase}"
+    try:
+        os.unlink(armed)
+    except OSError:
+        return False
+    tmp = at.with_name(at.name + ".tmp")
+    tmp.write_text(detail)
+    os.replace(tmp, at)
+    deadline = time.monotonic() + timeout
+    while at.exists() and time.monotonic() < deadline:
+        time.sleep(poll)
+    at.unlink(missing_ok=True)
+    return True

@@ -5,7 +5,12 @@ applies it, so every case is one row of a table in the tests. Sequences it produ
 
     attempt 1 preempted (notice)       -> relaunch now on the same option, resume from the store
     attempt 2 preempted again quickly  -> relaunch after 5 s (backoff doubles, capped; a run
-                                          of 10 min or more resets it)
+                                          of 10 min or more, or one that committed a new
+                                          checkpoint, resets it)
+    attempts 2-9 preempted, each after
+      committing a checkpoint          -> relaunch now each time: progress is not a crash loop
+    attempts 2-9 ended by fire drills  -> relaunch now each time: the drill, not the provider,
+                                          ended them, and there are only as many as were asked
     attempt 3 no capacity on V100      -> relaunch after 5 s on the next any_of option (A6000)
     attempt 4 exit code 1              -> failed (max_restarts_on_errors: 0)
     attempt 4 exit code 1              -> relaunch (max_restarts_on_errors: 2, 1 used so far)
@@ -36,6 +41,8 @@ class Event:
     final: bool = False  # no relaunch can help: the provider's own recovery already gave up on it
     # (SkyPilot managed jobs), or the credentials were refused
     final_note: str = "the provider's recovery already gave up"  # appended to the reason, if any
+    progressed: bool = False  # the attempt put a newer checkpoint in the store than it started from
+    drill: bool = False  # a fire drill (``--chaos``) ended it, not the provider
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class Policy:
     backoff_max: float = 300.0
     max_setup_failures: int = 3
     productive_run: float = 600.0  # a preemption after a run this long does not add to the back-off
+    # (nor does one after an attempt that committed a new checkpoint: ``Event.progressed``)
 
 
 @dataclass(frozen=True)
@@ -85,10 +93,13 @@ class History:
 
     def consecutive(self, outcome: Outcome, productive_run: float = float("inf")) -> int:
         """How many events in a row, newest first, ended this way; a run that went on for
-        ``productive_run`` seconds or more breaks the streak (it made progress)."""
+        ``productive_run`` seconds or more, or that committed a new checkpoint, breaks the streak
+        (it made progress). Fire drills are skipped: they say nothing about the provider."""
         n = 0
         for e in reversed(self.events):
-            if e.outcome is not outcome or e.ran_for >= productive_run:
+            if e.drill:
+                continue
+            if e.outcome is not outcome or e.ran_for >= productive_run or e.progressed:
                 break
             n += 1
         return n
@@ -119,10 +130,10 @@ def decide(event: Event, history: History, policy: Policy) -> Action:
                       reason=f"setup failed {policy.max_setup_failures} times: {event.reason}")
 
     streak = history.consecutive(event.outcome, policy.productive_run) + 1  # including this event
-    if event.ran_for >= policy.productive_run:
+    if event.ran_for >= policy.productive_run or event.progressed:
         streak = 1
     waits = streak - rule.backoff_from
-    delay = 0.0 if waits < 0 else min(policy.backoff_max,
+    delay = 0.0 if waits < 0 or event.drill else min(policy.backoff_max,
                                        policy.backoff_initial * policy.backoff_factor ** waits)
     option = event.option
     if policy.n_options > 1 and (rule.failover or

@@ -81,6 +81,7 @@ class Supervisor:
         self._last_progress = 0.0
         self.deadline = DeadlineKeeper.for_job(state, job, clock)  # None without --deadline
         self._deadline_at = float("-inf")
+        self._store = None
 
     def _secrets(self, given: dict[str, str]) -> dict[str, str]:
         """The task's secret values: as handed over, else from this process's environment."""
@@ -105,6 +106,7 @@ class Supervisor:
                 action = after_outbids(decide(event, history, self.policy), event, history, len(self.options))
                 history.events.append(event)
                 if not action.relaunch:
+                    self._unfired_drills()
                     self.state.transition(self.job_id, action.final_state, action.reason)
                     return action.final_state
                 self._recover(event, action)
@@ -120,7 +122,9 @@ class Supervisor:
             option = int(a.handle.get("option", 0))
             if a.state in {o.value.upper() for o in Outcome}:
                 ran_for = (a.ended or 0.0) - a.run_started if a.run_started is not None else 0.0
-                history.events.append(Event(Outcome(a.state.lower()), a.exit_code, a.reason, option, ran_for))
+                history.events.append(Event(Outcome(a.state.lower()), a.exit_code, a.reason, option, ran_for,
+                                            progressed=bool(a.handle.get("progressed")),
+                                            drill=bool(a.handle.get("drilled"))))
         return history, option
 
     def _recover(self, event: Event, action: Action) -> None:
@@ -198,7 +202,12 @@ class Supervisor:
             if stats.files_sent or stats.files_skipped:
                 self.state.event(self.job_id, "sync", f"attempt {n}: workdir synced, {stats.files_sent}"
                                  f" files ({stats.bytes_sent} bytes) sent, {stats.files_skipped} unchanged")
-            self.backend.start_run(handle, self._run_spec(job, n))
+            handle["ckpt_from"] = self._store_step()
+            spec = self._run_spec(job, n)
+            if spec.drill:
+                handle["drill"] = spec.drill
+                self.state.event(self.job_id, "chaos", f"attempt {n}: the agent fires drill {spec.drill}")
+            self.backend.start_run(handle, spec)
         except Cancelled:
             self._end_attempt(n, handle, "CANCELLED", "cancelled while starting")
             raise
@@ -228,7 +237,8 @@ class Supervisor:
         return RunSpec(job_id=job.run_id, attempt=n, run=self.task.run or "true", setup=self.task.setup,
                        envs=self.task.env_strings(), secrets=secrets, store_uri=job.store_uri,
                        keep_last=int(job.options.get("keep_last", 3)),
-                       sync_interval=float(job.options.get("sync_interval", 5.0)))
+                       sync_interval=float(job.options.get("sync_interval", 5.0)),
+                       drill=str(d) if (d := self._agent_drill(job)) else "")
 
     def _watch(self, n: int, handle: dict[str, Any]) -> Event:
         option = int(handle.get("option", 0))
@@ -252,14 +262,28 @@ class Supervisor:
             self.sleep(self.poll_interval)
 
     def _finished(self, n: int, handle: dict, status: RunStatus, option: int, drill: str) -> Event:
+        fired = self._drill_fired_on_machine(n, handle)
+        drill = fired.get("drill", drill)
         reason = f"fire drill {drill}: {status.reason}" if drill and status.state is RunState.PREEMPTED else status.reason
+        step_now = self._store_step()
+        started_from = handle.get("ckpt_from")
+        progressed = step_now is not None and started_from is not None and step_now > started_from
+        drilled = bool(drill) and status.state is RunState.PREEMPTED
+        handle.update(progressed=progressed, drilled=drilled)
+        self.state.set_attempt(self.job_id, n, handle=handle)
         if handle.get("deadline_stop") and status.state is RunState.PREEMPTED:
             reason = f"deadline policy: {handle['deadline_stop']} ({status.reason})"
         self._end_attempt(n, handle, status.state.value, reason, status.exit_code)
+        if fired.get("step") is not None and step_now is not None and status.state is RunState.PREEMPTED:
+            redo = max(0, int(fired["step"]) - max(step_now, 0))
+            held = f"step {step_now}" if step_now >= 0 else "no checkpoint"
+            self.state.event(self.job_id, "chaos", f"fire drill {drill} hit attempt {n} at step {fired['step']}; "
+                             f"the store holds {held}: {redo} steps to redo")
         self._update_progress(force=True)
         a = self.state.attempt(self.job_id, n)
         ran_for = (a.ended or self.clock()) - (a.run_started or self.clock())
-        return Event(_STATUS_OUTCOME[status.state], status.exit_code, reason, option, ran_for, status.final)
+        return Event(_STATUS_OUTCOME[status.state], status.exit_code, reason, option, ran_for, status.final,
+                     progressed=progressed, drill=drilled)
 
     def _end_attempt(self, n: int, handle: dict, state: str, reason: str, exit_code: int | None = None) -> None:
         try:
@@ -317,14 +341,74 @@ class Supervisor:
         now = self.clock()
         return sum((a.ended or now) - a.run_started for a in self.state.attempts(self.job_id) if a.run_started)
 
+    def _pending_drill(self, job: st.Job) -> chaos.Drill | None:
+        fired = int(job.options.get("chaos_fired", 0))
+        return self.drills[fired] if fired < len(self.drills) else None
+
+    def _agent_drill(self, job: st.Job) -> chaos.Drill | None:
+        """The pending drill if the agent on the machine fires it (a share of the training, on a
+        backend whose agent does, one node, a store to record it in)."""
+        drill = self._pending_drill(job)
+        if drill is None or not drill.progress or not self.backend.agent_drills:
+            return None
+        return drill if self.task.num_nodes == 1 and job.store_uri else None
+
+    def _drill_fired_on_machine(self, n: int, handle: dict) -> dict[str, Any]:
+        """The drill the attempt's agent recorded in the store (``logs/attempt-N.drill``), now
+        counted as fired; {} when it fired none."""
+        if not handle.get("drill") or self._job_store() is None:
+            return {}
+        try:
+            from launcher import contract
+
+            fired = json.loads(self._job_store().child(contract.LOGS_PREFIX).get_bytes(contract.drill_name(n)))
+        except Exception:  # not fired (or unreadable): it stays pending for the next attempt
+            return {}
+        job = self.state.job(self.job_id)
+        if job.options.get("chaos_counted") != n:  # once, even if a restarted supervisor asks again
+            self.state.set_job(self.job_id, options={**job.options, "chaos_counted": n,
+                                                     "chaos_fired": int(job.options.get("chaos_fired", 0)) + 1})
+            where = f" mid-{fired['phase']}" if fired.get("phase") else ""
+            self.state.event(self.job_id, "chaos", f"fire drill {fired.get('drill')} on attempt {n}, "
+                             f"at step {fired.get('step')}{where}")
+        return fired
+
+    def _unfired_drills(self) -> None:
+        job = self.state.job(self.job_id)
+        left = self.drills[int(job.options.get("chaos_fired", 0)):]
+        if left:
+            self.state.event(self.job_id, "chaos", f"fire drills not fired (the training ended first): "
+                             f"{chaos.format_chaos(left)}")
+
+    def _job_store(self):
+        if self._store is None and self.state.job(self.job_id).store_uri:
+            from launcher.store import open_store
+
+            self._store = open_store(self.state.job(self.job_id).store_uri)
+        return self._store
+
+    def _store_step(self) -> int | None:
+        """The newest checkpoint in the job's store (-1: none yet; None: no store or unreadable)."""
+        try:
+            from launcher import checkpoints
+
+            store = self._job_store()
+            if store is None:
+                return None
+            latest = checkpoints.latest_checkpoint(store)
+            return latest.step if latest is not None else -1
+        except Exception:
+            return None
+
     def _fire_due_drill(self, n: int, handle: dict) -> str:
         job = self.state.job(self.job_id)
         fired = int(job.options.get("chaos_fired", 0))
-        if fired >= len(self.drills) or not self._drill_due(self.drills[fired], job):
+        if handle.get("drill") or fired >= len(self.drills) or not self._drill_due(self.drills[fired], job, n):
             return ""
         drill = self.drills[fired]
         self.state.set_job(self.job_id, options={**job.options, "chaos_fired": fired + 1})
-        self.state.event(self.job_id, "chaos", f"fire drill {drill} on attempt {n}")
+        where = f" (at its share: only the local agent pauses mid-{drill.phase})" if drill.phase else ""
+        self.state.event(self.job_id, "chaos", f"fire drill {drill} on attempt {n}{where}")
         try:
             self.backend.signal(handle, drill.kind)
         except (BackendError, NotImplementedError) as e:
@@ -332,12 +416,16 @@ class Supervisor:
             return ""
         return str(drill)
 
-    def _drill_due(self, drill: chaos.Drill, job: st.Job) -> bool:
+    def _drill_due(self, drill: chaos.Drill, job: st.Job, n: int) -> bool:
+        """A drill in running time, or (where the agent does not fire it) at a share, read from
+        the metrics in the store: once this attempt wrote them, before the last step."""
         if not drill.progress:
             return self._running_time() >= drill.at
         self._update_progress(every=self.poll_interval)  # fresher than for `launch status`
-        done = fraction_done(self.state.job(self.job_id).progress or {})
-        return done is not None and done >= drill.at
+        line = self.state.job(self.job_id).progress or {}
+        done = fraction_done(line)
+        mine = line.get("attempt", n) == n
+        return done is not None and mine and drill.at <= done < 1.0
 
     def _update_progress(self, force: bool = False, every: float | None = None) -> None:
         """The last line of metrics.jsonl in the store, for `launch status` (and drills at a

@@ -193,7 +193,7 @@ def _toy(argv: list[str]) -> int:
         digest = hashlib.sha256(f"{digest}:{step}".encode()).hexdigest()
         save()
         with open(out / contract.METRICS_NAME, "a") as f:
-            f.write(json.dumps({"step": step, "epoch": step // 10}) + "\n")
+            f.write(json.dumps({"step": step, "epoch": step // 10, "total_steps": args.steps}) + "\n")
         print(f"step {step} digest {digest[:12]}", flush=True)
     print(f"done: final digest {digest}", flush=True)
     return 0

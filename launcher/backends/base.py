@@ -107,6 +107,7 @@ class RunSpec:
     deadline: float | None = None  # unix time by which the run must checkpoint and stop
     sync_interval: float = 5.0  # seconds between log/metrics uploads
     stop_grace: float = 300.0  # after the notice, how long the run may take to checkpoint and exit
+    drill: str = ""  # a fire drill at a share of the training for the agent to fire (launcher.chaos)
 
     def public_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -135,6 +136,10 @@ class Backend(ABC):
     """A provider. Implementations live in ``launcher/backends/<name>/backend.py``."""
 
     name: str = "base"
+    # The agent on this backend's machines fires drills at a share of the training itself
+    # (``RunSpec.drill``), reading the progress where it is written; otherwise the supervisor
+    # fires them through ``signal`` from the metrics in the store (a few seconds behind).
+    agent_drills: bool = False
 
     @abstractmethod
     def provision(self, req: ProvisionRequest) -> dict[str, Any]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
 from launcher import agent, contract
 from launcher.store import open_store
+from launcher.testing import wait_for
 
 TOY = f"{sys.executable} -m launcher.testing toy --steps 5 --step-time 0.01"
 
@@ -58,3 +60,92 @@ def test_spec_file_holds_no_secret(tmp_path):
     _, d, _ = run_agent(tmp_path)
     assert "xyz" not in (d / agent.SPEC_NAME).read_text()
     assert json.loads((d / agent.SECRETS_NAME).read_text()) == {"TOY_SECRET": "xyz"}
+
+
+def start_agent(tmp_path, attempt=1, run=TOY, drill="", arm=()):
+    """The agent in its own process, not waited for; ``arm`` names pause points to arm first."""
+    store_uri = (tmp_path / "store").as_uri()
+    d = tmp_path / f"attempt-{attempt}"
+    spec = {"job_id": "job-1", "attempt": attempt, "run": run, "envs": {}, "store_uri": store_uri,
+            "sync_interval": 0.2, "drill": drill}
+    agent.write_attempt_files(d, spec, {})
+    (d / "hooks").mkdir(parents=True, exist_ok=True)
+    for phase in arm:
+        (d / "hooks" / f"armed-{phase}").write_text("test")
+    proc = subprocess.Popen([sys.executable, "-m", "launcher.agent", str(d / agent.SPEC_NAME)])
+    return proc, d, open_store(store_uri)
+
+
+def notice_at(proc, d, phase):
+    """Wait until the agent pauses at ``phase``, give it the notice there, then let it go on."""
+    at = d / "hooks" / f"at-{phase}"
+    wait_for(at.exists, timeout=120, what=f"the agent to reach {phase}")
+    proc.send_signal(signal.SIGTERM)
+    at.unlink()
+    return proc.wait(timeout=120)
+
+
+def test_a_notice_during_the_download_ends_in_exit_75_before_the_run(tmp_path):
+    run_agent(tmp_path, run=TOY.replace("--steps 5", "--steps 2"))
+    proc, d, store = start_agent(tmp_path, attempt=2, arm=("download",))
+    assert notice_at(proc, d, "download") == contract.EXIT_PREEMPTED
+    assert (d / agent.EXIT_CODE_NAME).read_text() == "75"
+    assert "run started" not in (d / agent.LOG_NAME).read_text()
+
+
+def test_a_notice_during_an_upload_ends_in_a_save_and_exit_75(tmp_path):
+    proc, d, store = start_agent(tmp_path, run=TOY.replace("--steps 5 --step-time 0.01", "--steps 200 --step-time 0.02"),
+                                 arm=("upload",))
+    wait_for(lambda: (d / "hooks" / "at-upload").exists(), timeout=120, what="an upload")
+    paused_at = int((d / "hooks" / "at-upload").read_text().split()[-1])
+    assert notice_at(proc, d, "upload") == contract.EXIT_PREEMPTED
+    log = (d / agent.LOG_NAME).read_text()
+    saved = int(log.split("notice: saved step ")[1].split(",")[0])
+    assert saved > paused_at and store.exists(f"ckpt/{contract.step_dirname(saved)}/MANIFEST.json")
+    assert not store.exists(contract.DONE_NAME)
+
+
+def test_a_notice_during_the_interpreters_start_up_is_not_lost(tmp_path):
+    from launcher.backends.base import ProvisionRequest, RunSpec
+    from launcher.backends.local.backend import LocalBackend
+
+    backend = LocalBackend(root=tmp_path / "runs")
+    handle = backend.provision(ProvisionRequest("job-1", 1, "local"))
+    backend.start_run(handle, RunSpec(job_id="job-1", attempt=1, run=TOY, store_uri=(tmp_path / "store").as_uri()))
+    backend.signal(handle, "term")  # at once: the agent's interpreter is still starting
+    status = wait_for(lambda: (s := backend.poll(handle)).done and s, timeout=120, what="the attempt to end")
+    assert status.exit_code == contract.EXIT_PREEMPTED, status
+
+
+def test_the_agent_fires_a_share_drill_inside_the_training_and_records_it(tmp_path):
+    proc, d, store = start_agent(tmp_path, run=TOY.replace("--steps 5 --step-time 0.01", "--steps 40 --step-time 0.05"),
+                                 drill="kill@50%")
+    assert proc.wait(timeout=120) == -signal.SIGKILL  # a machine that vanished: no exit code
+    assert not (d / agent.EXIT_CODE_NAME).exists()
+    fired = json.loads(store.get_bytes("logs/" + contract.drill_name(1)))
+    assert fired["drill"] == "kill@50%" and 20 <= fired["step"] < 40
+    assert not store.exists(contract.DONE_NAME)
+
+
+def test_a_term_drill_mid_upload_saves_and_exits_75(tmp_path):
+    proc, d, store = start_agent(tmp_path, run=TOY.replace("--steps 5 --step-time 0.01", "--steps 40 --step-time 0.05"),
+                                 drill="term@25%:upload")
+    assert proc.wait(timeout=120) == contract.EXIT_PREEMPTED
+    fired = json.loads(store.get_bytes("logs/" + contract.drill_name(1)))
+    assert fired["phase"] == "upload" and 10 <= fired["step"] < 40
+    assert "notice: saved step" in (d / agent.LOG_NAME).read_text()
+
+
+def test_a_drill_that_comes_due_only_at_the_end_never_fires(tmp_path):
+    proc, d, store = start_agent(tmp_path, run=TOY.replace("--steps 5 --step-time 0.01", "--steps 10 --step-time 0.05"),
+                                 drill="kill@99%")
+    assert proc.wait(timeout=120) == 0 and store.exists(contract.DONE_NAME)
+    assert not store.exists("logs/" + contract.drill_name(1))
+
+
+def test_a_drill_that_goes_wrong_is_dropped_and_the_run_goes_on(tmp_path):
+    bad = """echo '{"step": "x", "total_steps": 10}' > "$LAUNCH_OUTPUT_DIR/metrics.jsonl"; sleep 1"""
+    proc, d, store = start_agent(tmp_path, run=bad, drill="kill@10%:save")
+    assert proc.wait(timeout=120) == 0 and store.exists(contract.DONE_NAME)
+    assert "fire drill kill@10%:save dropped: ValueError(" in (d / agent.LOG_NAME).read_text()
+    assert not list((d / "hooks").iterdir())

@@ -210,3 +210,146 @@ def test_a_start_refused_for_capacity_is_a_wait_not_a_setup_failure():
     assert sup.run() == st.SUCCEEDED
     assert states(state, job) == ["NO_CAPACITY"] * 4 + ["SUCCEEDED"]
     assert backend.live == set() and sum(clock.slept) >= 5 + 10 + 20 + 40
+
+
+class AgentDrills(FakeBackend):
+    """A backend whose agent fires the drill it is handed: each attempt commits a checkpoint of
+    ``progress[n]`` steps (if any) into the store, then ends as its drill says: recorded in the
+    store and lost (kill) or preempted (term), or as scripted when it got none."""
+
+    agent_drills = True
+
+    def __init__(self, store, tmp, progress, **kw):
+        super().__init__(**kw)
+        self.store, self.tmp, self.progress, self.specs = store, tmp, progress, []
+
+    def start_run(self, handle, spec):
+        super().start_run(handle, spec)
+        self.specs.append(spec)
+        handle["drill_spec"], handle["n"] = spec.drill, spec.attempt
+
+    def poll(self, handle):
+        from launcher import checkpoints, contract
+
+        if handle["polls"] == 0 and self.progress.get(handle["n"]):
+            d = self.tmp / f"a{handle['n']}" / contract.step_dirname(self.progress[handle["n"]])
+            d.mkdir(parents=True)
+            (d / "state.pt").write_bytes(b"w")
+            contract.write_manifest(d, contract.build_manifest(d, step=self.progress[handle["n"]]))
+            checkpoints.upload_checkpoint(self.store, d)
+        if handle["polls"] == 1 and handle["drill_spec"]:
+            kind = handle["drill_spec"].split("@")[0]
+            self.store.child("logs/").put_bytes(contract.drill_name(handle["n"]), json.dumps(
+                {"drill": handle["drill_spec"], "step": 40, "phase": ""}).encode())
+            handle["outcome"] = "preempted" if kind == "term" else "lost"
+            handle["signalled"] = True
+        return super().poll(handle)
+
+
+def agent_drill_job(tmp_path, chaos, script, progress):
+    from launcher.store import open_store
+
+    state = st.State()
+    job = state.create_job(name="t", task_path=None, task_yaml=TASK.format(errors=0, extra=""), infra="fake",
+                           store_uri=f"file://{tmp_path}/store", options={"chaos": chaos})
+    clock = FakeClock()
+    backend = AgentDrills(open_store(state.job(job.id).store_uri), tmp_path, progress, script=script,
+                          polls_per_run=5)
+    sup = Supervisor(state, job.id, backend_for=lambda infra: backend, clock=clock.time, sleep=clock.sleep)
+    return state, job, sup, backend, clock
+
+
+def test_the_agent_gets_each_share_drill_in_turn_and_the_store_says_which_fired(tmp_path):
+    state, job, sup, backend, clock = agent_drill_job(
+        tmp_path, "kill@20%,term@50%", ["succeeded"] * 4, {1: 30, 2: 50})
+    # Attempt 3 is preempted for real before its drill fires: the drill stays pending.
+    orig = backend.poll
+
+    def poll(handle):
+        if handle["n"] == 3 and handle["polls"] == 0:
+            handle["drill_spec"], handle["outcome"] = "", "preempted"
+        return orig(handle)
+    backend.poll = poll
+    assert sup.run() == st.SUCCEEDED
+    assert [s.drill for s in backend.specs][:2] == ["kill@20%", "term@50%"]
+    reasons = [a.reason for a in state.attempts(job.id)]
+    assert reasons[0].startswith("fire drill kill@20%: machine lost") and reasons[1].startswith("fire drill term@50%:")
+    assert backend.signals == []  # the supervisor delivered nothing itself
+    chaos = [e["message"] for e in state.events(job.id) if e["kind"] == "chaos"]
+    assert "fire drill kill@20% on attempt 1, at step 40" in chaos
+    assert "fire drill kill@20% hit attempt 1 at step 40; the store holds step 30: 10 steps to redo" in chaos
+
+
+def test_a_real_preemption_leaves_the_drill_for_the_next_attempt(tmp_path):
+    state, job, sup, backend, clock = agent_drill_job(tmp_path, "kill@20%", ["lost", "succeeded", "succeeded"], {})
+    orig = backend.start_run
+
+    def start_run(handle, spec):
+        orig(handle, spec)
+        if spec.attempt == 1:
+            handle["drill_spec"] = ""  # its agent never got to fire it
+    backend.start_run = start_run
+    assert sup.run() == st.SUCCEEDED
+    assert [s.drill for s in backend.specs] == ["kill@20%", "kill@20%", ""]
+    assert [a.state for a in state.attempts(job.id)] == ["PREEMPTED", "PREEMPTED", "SUCCEEDED"]
+    assert "fire drill" not in state.attempts(job.id)[0].reason
+
+
+def test_preemptions_that_keep_committing_checkpoints_do_not_back_off(tmp_path):
+    state, job, sup, backend, clock = agent_drill_job(
+        tmp_path, "", ["preempted"] * 6 + ["succeeded"], {n: 10 * n for n in range(1, 7)})
+    assert sup.run() == st.SUCCEEDED
+    assert not [e for e in state.events(job.id) if "relaunching in" in e["message"]]
+    assert all(a.handle.get("progressed") for a in state.attempts(job.id)[:6])
+
+
+def test_preemptions_without_progress_back_off(tmp_path):
+    state, job, sup, backend, clock = agent_drill_job(tmp_path, "", ["preempted"] * 4 + ["succeeded"], {1: 10})
+    assert sup.run() == st.SUCCEEDED
+    waits = [e["message"] for e in state.events(job.id) if "relaunching in" in e["message"]]
+    assert [w.split(" after")[0] for w in waits] == ["relaunching in 5 s", "relaunching in 10 s"]
+
+
+def test_drills_left_when_the_training_ends_are_reported(tmp_path):
+    state, job, sup, backend, clock = agent_drill_job(tmp_path, "kill@99%", ["succeeded"], {})
+    backend.start_run = lambda handle, spec: (FakeBackend.start_run(backend, handle, spec),
+                                              handle.update(drill_spec="", n=spec.attempt))
+    assert sup.run() == st.SUCCEEDED
+    assert "fire drills not fired (the training ended first): kill@99%" in [e["message"] for e in state.events(job.id)]
+
+
+def test_store_progress_of_an_earlier_attempt_does_not_fire_a_share_drill(tmp_path):
+    from launcher.store import open_store
+
+    state = st.State()
+    job = state.create_job(name="t", task_path=None, task_yaml=TASK.format(errors=0, extra=""), infra="fake",
+                           store_uri=f"file://{tmp_path}/store", options={"chaos": "kill@30%"})
+    open_store(state.job(job.id).store_uri).put_bytes("metrics.jsonl", json.dumps(
+        {"step": 50, "total_steps": 100, "attempt": 1}).encode())
+    state.add_attempt(job.id, handle={"option": 0})
+    state.set_attempt(job.id, 1, state="PREEMPTED", ended=1.0)
+    clock = FakeClock()
+    backend = FakeBackend(["succeeded"], polls_per_run=5)
+    sup = Supervisor(state, job.id, backend_for=lambda infra: backend, clock=clock.time, sleep=clock.sleep)
+    assert sup.run() == st.SUCCEEDED
+    assert backend.signals == []  # attempt 2 never wrote metrics of its own
+
+
+def test_drills_that_end_attempts_without_progress_do_not_back_off(tmp_path):
+    state, job, sup, backend, clock = agent_drill_job(tmp_path, "kill@10%,kill@11%,term@12%,kill@13%",
+                                                      ["succeeded"] * 5, {})
+    assert sup.run() == st.SUCCEEDED
+    assert [a.state for a in state.attempts(job.id)] == ["PREEMPTED"] * 4 + ["SUCCEEDED"]
+    assert not [e for e in state.events(job.id) if "relaunching in" in e["message"]]
+    assert all(a.handle["drilled"] and not a.handle["progressed"] for a in state.attempts(job.id)[:4])
+
+
+def test_a_restarted_supervisor_counts_a_drill_fired_on_the_machine_once(tmp_path):
+    state, job, sup, backend, clock = agent_drill_job(tmp_path, "kill@10%,kill@20%", ["succeeded"] * 3, {})
+    handle = {"drill": "kill@10%"}
+    sup._job_store().child("logs/").put_bytes("attempt-1.drill", json.dumps({"drill": "kill@10%", "step": 12}).encode())
+    assert sup._drill_fired_on_machine(1, handle)["step"] == 12
+    assert sup._drill_fired_on_machine(1, handle)["step"] == 12  # asked again after a restart
+    assert state.job(job.id).options["chaos_fired"] == 1
+    assert [e["message"] for e in state.events(job.id) if e["kind"] == "chaos"] == [
+        "fire drill kill@10% on attempt 1, at step 12"]

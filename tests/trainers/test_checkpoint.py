@@ -174,3 +174,26 @@ def test_the_loop_goes_on_while_a_checkpoint_is_written(tmp_path, toy, monkeypat
     toy(tmp_path, ckpt_every=2).run(on_step=on_step)
     assert seen == [(True, None)]
     assert contract.latest_checkpoint(tmp_path / "ckpt")[0] == 10
+
+
+def test_an_armed_save_pauses_between_the_files_and_the_manifest(tmp_path, monkeypatch):
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    monkeypatch.setenv(contract.ENV_HOOK_DIR, str(hooks))
+    (hooks / "armed-save").write_text("drill")
+    writer = CheckpointWriter(tmp_path / "ckpt")
+    writer.save({"w": torch.ones(3)}, step=7, epoch=0.5, metrics={}, fingerprint="f", best=None, reason="periodic")
+    at = hooks / "at-save"
+    from launcher.testing import wait_for
+
+    wait_for(at.exists, timeout=30, what="the pause point")
+    folder = tmp_path / "ckpt" / contract.step_dirname(7)
+    assert at.read_text() == "step 7" and (folder / S.STATE_FILE).exists()
+    assert not (folder / contract.MANIFEST_NAME).exists() and find_resume(tmp_path / "ckpt") is None
+    at.unlink()  # the drill lets it go on
+    writer.wait()
+    assert find_resume(tmp_path / "ckpt")[0] == 7
+    assert not (hooks / "armed-save").exists()  # one pause per arming
+    writer.save({"w": torch.ones(3)}, step=8, epoch=0.6, metrics={}, fingerprint="f", best=None, reason="periodic")
+    writer.wait()
+    assert not at.exists()

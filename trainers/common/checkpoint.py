@@ -46,6 +46,7 @@ def write_checkpoint(root: Path, state: dict[str, Any], *, step: int, epoch: flo
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, folder / STATE_FILE)
+    contract.hook_point("save", f"step {step}")  # a fire drill may stop the machine right here
     manifest = contract.build_manifest(folder, step=step, epoch=epoch, metrics=metrics,
                                        fingerprint=fingerprint, best=best)
     manifest["reason"] = reason  # periodic / epoch / preempted / deadline / final (for people)

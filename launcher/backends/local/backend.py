@@ -58,6 +58,7 @@ def _killpg(pgid: int | None, sig: int) -> None:
 
 class LocalBackend(Backend):
     name = "local"
+    agent_drills = True
 
     def __init__(self, infra: str = "local", root: Path | None = None):
         if infra != "local":
@@ -87,12 +88,19 @@ class LocalBackend(Backend):
         attempt_dir = Path(handle["attempt_dir"])
         spec.workdir = handle.get("workdir") or spec.workdir
         agent_files.write_attempt_files(attempt_dir, spec.public_dict(), spec.secrets)
-        with open(attempt_dir / "agent.out", "ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "launcher.agent", str(attempt_dir / agent_files.SPEC_NAME)],
-                cwd=str(attempt_dir), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,  # survives the supervisor; its own process group
-            )
+        # The agent starts with SIGTERM blocked (a child inherits the mask of the thread that
+        # starts it): a notice that comes while its interpreter starts waits for the agent's
+        # handler, which unblocks it, instead of killing it.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            with open(attempt_dir / "agent.out", "ab") as out:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "launcher.agent", str(attempt_dir / agent_files.SPEC_NAME)],
+                    cwd=str(attempt_dir), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True,  # survives the supervisor; its own process group
+                )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         handle["agent_pid"] = proc.pid
 
     def poll(self, handle: dict[str, Any]) -> RunStatus:
@@ -115,6 +123,10 @@ class LocalBackend(Backend):
     def signal(self, handle: dict[str, Any], kind: str) -> None:
         attempt_dir = Path(handle["attempt_dir"])
         if kind == "term":
+            # The file first: just after start_run the agent may not have exec'd yet (its pid
+            # still shows this process's command line, so it is not signalled); it reads the
+            # file once its handler is in place.
+            (attempt_dir / agent_files.NOTICE_NAME).touch()
             pid = handle.get("agent_pid")
             if _pid_alive(pid):
                 os.kill(pid, signal.SIGTERM)
