@@ -186,11 +186,14 @@ def _cancel_here(state: st.State, job: st.Job) -> st.Job:
         return state.job(job.id)
     try:
         backend = get_backend(job.infra)
-        for a in state.attempts(job.id):
+        attempts = state.attempts(job.id)
+        for a in attempts:
             if a.state in (st.STARTING, st.RUNNING):
                 backend.terminate(a.handle)
                 state.set_attempt(job.id, a.n, state=st.CANCELLED, reason="cancelled by launch down",
                                   ended=time.time())
+            elif a is attempts[-1]:  # its end recorded by a supervisor that died before the teardown
+                backend.terminate(a.handle)  # safe to call twice
         state.transition(job.id, st.CANCELLED, "cancelled by launch down")
     finally:
         lock.close()

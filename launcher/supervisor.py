@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from launcher import chaos, state as st
+from launcher import chaos, daemon, state as st
 from launcher.backends import get_backend
 from launcher.backends.base import (Backend, BackendError, CredentialsError, HostLostError,
                                     NoCapacityError, ProvisionRequest, RunSpec, RunState, RunStatus)
@@ -87,22 +87,48 @@ class Supervisor:
 
     # --- the loop ------------------------------------------------------------------------------
     def run(self) -> str:
-        """Drive the job to a terminal state and return it."""
+        """Drive the job to a terminal state and return it. A restarted supervisor goes on from
+        where the state says the dead one was: it re-attaches to a running attempt, abandons one
+        that was starting, applies the decision of one that had ended (a back-off goes on from
+        that end), and on a cancel tears down whatever attempt is still up."""
         history, option = self._history()
         try:
+            pending = self._pending_decision(history)
             while True:
-                self._check_cancel()
-                event = self._attempt(option)
-                action = decide(event, history, self.policy)
-                history.events.append(event)
+                if pending is None:
+                    self._check_cancel()
+                    event = self._attempt(option)
+                    action, since = decide(event, history, self.policy), None
+                    history.events.append(event)
+                else:
+                    (event, action, since), pending = pending, None
                 if not action.relaunch:
                     self.state.transition(self.job_id, action.final_state, action.reason)
                     return action.final_state
-                self._recover(event, action)
+                self._recover(event, action, since)
                 option = action.option
         except Cancelled:
+            att = self._unfinished_attempt()
+            if att is not None:  # a restarted supervisor that found the cancel before attaching
+                daemon.kill_point("cancel:teardown", self.job_id)
+                self._end_attempt(att.n, att.handle, "CANCELLED", "cancelled by launch down")
             self.state.transition(self.job_id, st.CANCELLED, "cancelled by launch down")
             return st.CANCELLED
+
+    def _pending_decision(self, history: History) -> tuple[Event, Action, float] | None:
+        """After a restart between attempts (the last one ended, no next one yet): tear the last
+        attempt's machine down again, as the dead supervisor may have recorded the end and died
+        before (terminate is safe to call twice), and return the decision that end asked for,
+        with the time it ended. None when an attempt is unfinished or none has ended."""
+        attempts = self.state.attempts(self.job_id)
+        if not attempts or attempts[-1].state in (st.STARTING, st.RUNNING):
+            return None
+        last = attempts[-1]
+        self._terminate(last.n, last.handle)
+        if not history.events or last.state not in {o.value.upper() for o in Outcome}:
+            return None  # e.g. CANCELLED: the loop's cancel check ends the job
+        event = history.events[-1]
+        return event, decide(event, History(history.events[:-1]), self.policy), last.ended or self.clock()
 
     def _history(self) -> tuple[History, int]:
         """Events of attempts that ended before this supervisor started (after a restart)."""
@@ -114,12 +140,18 @@ class Supervisor:
                 history.events.append(Event(Outcome(a.state.lower()), a.exit_code, a.reason, option, ran_for))
         return history, option
 
-    def _recover(self, event: Event, action: Action) -> None:
+    def _recover(self, event: Event, action: Action, since: float | None = None) -> None:
+        """Wait out the action's back-off, counted from ``since`` (the attempt's end, for a
+        restarted supervisor) or from now."""
         opt = f", option {action.option + 1}/{len(self.options)}" if len(self.options) > 1 else ""
-        wait = f" in {action.delay:.0f} s" if action.delay else ""
+        delay = action.delay if since is None else max(0.0, since + action.delay - self.clock())
+        wait = f" in {delay:.0f} s" if delay else ""
+        resumed = " (the back-off goes on after a supervisor restart)" if since is not None else ""
         self.state.transition(self.job_id, st.RECOVERING, action.reason)
-        self.state.event(self.job_id, "recovery", f"relaunching{wait}{opt} after {action.reason}")
-        self._sleep(action.delay)
+        self.state.event(self.job_id, "recovery", f"relaunching{wait}{opt} after {action.reason}{resumed}")
+        if delay > 0:
+            daemon.kill_point("backoff", self.job_id)
+        self._sleep(delay)
 
     def _sleep(self, seconds: float) -> None:
         end = self.clock() + seconds
@@ -148,7 +180,10 @@ class Supervisor:
         else:
             if att is not None:  # died while starting it: release what it may hold, start anew
                 self._end_attempt(att.n, att.handle, "PREEMPTED", "supervisor restarted while starting")
-            att = self.state.add_attempt(self.job_id, handle={"option": option}, started=self.clock())
+            # What the attempt holds before the backend returns a handle: the job's run id lets
+            # the backend find what a supervisor killed during provision left (see terminate).
+            att = self.state.add_attempt(self.job_id, started=self.clock(), handle={
+                "option": option, "run_id": self.state.job(self.job_id).run_id})
             handle = self._start(att.n, option)
             if isinstance(handle, Event):
                 return handle
@@ -168,7 +203,7 @@ class Supervisor:
         try:
             handle = self.backend.provision(req)
         except NoCapacityError as e:
-            self._end_attempt(n, {"option": option}, "NO_CAPACITY", str(e))
+            self._end_attempt(n, {"option": option, "run_id": job.run_id}, "NO_CAPACITY", str(e))
             return Event(Outcome.NO_CAPACITY, reason=str(e), option=option)
         except CredentialsError as e:  # no retry can help: the job fails now, saying why
             self._end_attempt(n, {"option": option}, "SETUP_FAILED", str(e))
@@ -218,6 +253,7 @@ class Supervisor:
             try:
                 self._check_cancel()
             except Cancelled:
+                daemon.kill_point("cancel:teardown", self.job_id)
                 self._end_attempt(n, handle, "CANCELLED", "cancelled by launch down")
                 raise
             before = json.dumps(handle, sort_keys=True)
@@ -227,6 +263,7 @@ class Supervisor:
                                        price_per_hour=self.backend.cost_per_hour(handle))
             if status.done:
                 return self._finished(n, handle, status, option, drill_fired)
+            daemon.kill_point("running", self.job_id)
             drill_fired = self._fire_due_drill(n, handle) or drill_fired
             self._update_progress()
             self.sleep(self.poll_interval)
@@ -240,13 +277,20 @@ class Supervisor:
         return Event(_STATUS_OUTCOME[status.state], status.exit_code, reason, option, ran_for, status.final)
 
     def _end_attempt(self, n: int, handle: dict, state: str, reason: str, exit_code: int | None = None) -> None:
+        """Record how attempt ``n`` ended, then tear its machine down: a supervisor killed in
+        between leaves an ended attempt, whose machine the restarted one (or `launch down`)
+        tears down again, not a finished run to re-attach to."""
+        self.state.set_attempt(self.job_id, n, state=state, reason=reason, exit_code=exit_code,
+                               ended=self.clock())
+        self.state.event(self.job_id, "attempt", f"attempt {n} {state.lower()}: {reason}")
+        daemon.kill_point(f"attempt-ended:{state.lower()}", self.job_id)
+        self._terminate(n, handle)
+
+    def _terminate(self, n: int, handle: dict) -> None:
         try:
             self.backend.terminate(handle)
         except BackendError as e:
             self.state.event(self.job_id, "warning", f"attempt {n}: terminate failed: {e}")
-        self.state.set_attempt(self.job_id, n, state=state, reason=reason, exit_code=exit_code,
-                               ended=self.clock())
-        self.state.event(self.job_id, "attempt", f"attempt {n} {state.lower()}: {reason}")
 
     # --- fire drills and progress --------------------------------------------------------------
     def _running_time(self) -> float:
@@ -298,13 +342,12 @@ class Supervisor:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m launcher.supervisor JOB_ID``: run the job's supervisor unless one already is."""
-    from launcher import daemon
-
     argv = sys.argv[1:] if argv is None else argv
     job_id = int(argv[0])
     lock = daemon.acquire_lock(job_id, wait=3.0)
     if lock is None:
         return 0  # another supervisor holds the job
+    daemon.arm_kill_points()
     secrets = json.loads(os.environ.pop(daemon.SECRETS_ENV, "") or "{}")
     state = st.State()
     job = state.job(job_id)
