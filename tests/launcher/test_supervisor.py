@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 
-from launcher import state as st
+import pytest
+
+from launcher import daemon, state as st
 from launcher.supervisor import Supervisor
 from launcher.testing import FakeBackend, FakeClock
 
@@ -155,3 +158,80 @@ def test_fire_drills_at_a_share_of_the_training(tmp_path):
     assert (term, kill) == ("term", "kill") and 30 <= at_term <= 31 and 60 <= at_kill <= 61
     fired = [e["message"] for e in state.events(job.id) if e["kind"] == "chaos"]
     assert fired == ["fire drill term@30% on attempt 1", "fire drill kill@60% on attempt 2"]
+
+
+# --- a supervisor killed at a phase and restarted (launcher.daemon's test hook) ------------------
+
+class Killed(BaseException):
+    """Stands for the SIGKILL: no ``except`` of the supervisor catches it."""
+
+
+class OneMachine(FakeBackend):
+    """Refuses to rent a machine while another one of the job is still up."""
+
+    def provision(self, req):
+        assert not self.live, f"a second machine rented while {sorted(self.live)} is up"
+        return super().provision(req)
+
+
+def kill_at(monkeypatch, phase):
+    fired = []
+
+    def kill_point(p, job):
+        if p == phase and not fired:
+            fired.append(p)
+            raise Killed(p)
+    monkeypatch.setattr(daemon, "kill_point", kill_point)
+    return fired
+
+
+def restart(state, job, backend, clock, dead_for=3.0):
+    clock.now += dead_for  # time passes before the next `launch` command restarts it
+    return Supervisor(state, job.id, backend_for=lambda infra: backend, clock=clock.time, sleep=clock.sleep)
+
+
+@pytest.mark.parametrize("phase", ["running", "attempt-ended:preempted", "backoff", "attempt-ended:succeeded"])
+def test_a_killed_supervisor_restarted_ends_the_job_as_an_unkilled_one(monkeypatch, phase):
+    state = st.State()
+    job = state.create_job(name="t", task_path=None, task_yaml=TASK.format(errors=0, extra=""),
+                           infra="fake", store_uri="", options={})
+    clock, backend = FakeClock(), OneMachine(["preempted", "preempted", "succeeded"])
+    fired = kill_at(monkeypatch, phase)
+    with pytest.raises(Killed):
+        restart(state, job, backend, clock, 0).run()
+    assert fired == [phase]
+    assert restart(state, job, backend, clock).run() == st.SUCCEEDED
+    assert states(state, job) == ["PREEMPTED", "PREEMPTED", "SUCCEEDED"]  # no attempt after the success
+    assert backend.live == set()
+    a = state.attempts(job.id)
+    assert 5 <= a[2].started - a[1].ended < 6  # the back-off after 2 preemptions, from the end, once
+
+
+def test_a_restarted_supervisor_that_finds_the_cancel_tears_the_attempt_down(monkeypatch):
+    state = st.State()
+    job = state.create_job(name="t", task_path=None, task_yaml=TASK.format(errors=0, extra=""),
+                           infra="fake", store_uri="", options={})
+    clock, backend = FakeClock(), OneMachine(["succeeded"], polls_per_run=10**6)
+    kill_at(monkeypatch, "running")
+    with pytest.raises(Killed):
+        restart(state, job, backend, clock, 0).run()
+    state.transition(job.id, st.CANCELLING, "launch down")  # while no supervisor runs
+    assert restart(state, job, backend, clock).run() == st.CANCELLED
+    assert states(state, job) == ["CANCELLED"] and backend.live == set()
+
+
+def test_the_kill_hook_fires_once_per_job_and_phase_and_only_in_a_supervisor(monkeypatch):
+    sent = []
+    monkeypatch.setattr(daemon.os, "kill", lambda pid, sig: sent.append(sig))
+    monkeypatch.setenv(daemon.KILL_AT_ENV, "running, backoff")
+    state = st.State()
+    job = state.create_job(name="t", task_path=None, task_yaml="run: x", infra="fake", store_uri="", options={})
+    daemon.kill_point("running", job.id)
+    assert sent == []  # not armed: not a supervisor process
+    monkeypatch.setattr(daemon, "_armed", True)
+    for phase, ref in [("running", job.id), ("running", job.run_id), ("vast:before-create", job.id),
+                       ("backoff", job.run_id)]:
+        daemon.kill_point(phase, ref)
+    assert sent == [signal.SIGKILL, signal.SIGKILL]
+    assert [e["message"] for e in state.events(job.id) if e["kind"] == daemon.KILL_EVENT] == [
+        "LAUNCH_TEST_KILL_AT: SIGKILL at running", "LAUNCH_TEST_KILL_AT: SIGKILL at backoff"]
