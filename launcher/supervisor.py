@@ -146,7 +146,7 @@ class Supervisor:
         opt = f", option {action.option + 1}/{len(self.options)}" if len(self.options) > 1 else ""
         delay = action.delay if since is None else max(0.0, since + action.delay - self.clock())
         wait = f" in {delay:.0f} s" if delay else ""
-        resumed = " (the back-off goes on after a supervisor restart)" if since is not None else ""
+        resumed = " (the back-off goes on after a supervisor restart)" if since is not None and delay else ""
         self.state.transition(self.job_id, st.RECOVERING, action.reason)
         self.state.event(self.job_id, "recovery", f"relaunching{wait}{opt} after {action.reason}{resumed}")
         if delay > 0:

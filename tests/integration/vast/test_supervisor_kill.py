@@ -84,6 +84,12 @@ class Watch:
         assert len(unfinished) <= 1, f"two unfinished attempts: {unfinished}"
 
 
+def print_timeline(job: st.Job) -> None:
+    events = st.State().events(job.id)
+    for e in events:
+        print(f"{e['ts'] - events[0]['ts']:7.1f} s  {e['kind']:10} {e['message'][:110]}")
+
+
 def assert_one_at_a_time(vast, job: st.Job) -> None:
     """Over the whole run: each instance of the job was destroyed before the next was created,
     and each attempt ended before the next started."""
@@ -124,6 +130,7 @@ def test_supervisor_killed_at_every_phase_ends_the_same_and_leaks_nothing(vast, 
     c = vast.add_host("host-c", min_bid=0.30, dph_total=0.70)
     w.until(lambda: st.State().job(job.id).terminal, 150, "the job to end")
     print(f"\n{len(phases)} supervisor kills, job ended in {time.monotonic() - started:.0f} s")
+    print_timeline(job)
 
     final = vast.status(job.id)
     assert final["state"] == "SUCCEEDED", final
