@@ -9,7 +9,8 @@ Test hook: ``LAUNCH_TEST_KILL_AT=PHASE[,PHASE...]`` makes a supervisor SIGKILL i
 reaches a named phase of a job's life (``kill_point``), once per job and phase (the job's
 ``test-kill`` events remember which fired), so a test goes through every phase deterministically
 and the next `launch` command restarts it. Phases: ``vast:before-create`` (ledger row written,
-create not called), ``vast:after-create`` (instance made, not yet in the ledger), ``running``
+create not called), ``vast:after-create`` (instance made, not yet in the ledger),
+``provisioned`` (the machine's handle recorded, before it is reached and set up), ``running``
 (the first poll that finds the run going), ``attempt-ended:<state>`` (the attempt's end recorded,
 its machine not yet torn down; e.g. ``attempt-ended:preempted``), ``backoff`` (waiting before a
 relaunch), ``cancel:teardown`` (``launch down`` seen, the attempt not yet torn down). Only a

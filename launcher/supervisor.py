@@ -211,6 +211,7 @@ class Supervisor:
         handle["option"] = option
         self.state.set_attempt(self.job_id, n, handle=handle, host=handle.get("host", ""),
                                price_per_hour=self.backend.cost_per_hour(handle))
+        daemon.kill_point("provisioned", self.job_id)
         try:
             self._check_cancel()
             self.backend.wait_reachable(handle, self.reach_timeout)

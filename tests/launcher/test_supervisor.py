@@ -190,7 +190,8 @@ def restart(state, job, backend, clock, dead_for=3.0):
     return Supervisor(state, job.id, backend_for=lambda infra: backend, clock=clock.time, sleep=clock.sleep)
 
 
-@pytest.mark.parametrize("phase", ["running", "attempt-ended:preempted", "backoff", "attempt-ended:succeeded"])
+@pytest.mark.parametrize("phase", ["provisioned", "running", "attempt-ended:preempted", "backoff",
+                                   "attempt-ended:succeeded"])
 def test_a_killed_supervisor_restarted_ends_the_job_as_an_unkilled_one(monkeypatch, phase):
     state = st.State()
     job = state.create_job(name="t", task_path=None, task_yaml=TASK.format(errors=0, extra=""),
