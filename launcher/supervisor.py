@@ -116,15 +116,23 @@ class Supervisor:
             return st.CANCELLED
 
     def _pending_decision(self, history: History) -> tuple[Event, Action, float] | None:
-        """After a restart between attempts (the last one ended, no next one yet): tear the last
-        attempt's machine down again, as the dead supervisor may have recorded the end and died
-        before (terminate is safe to call twice), and return the decision that end asked for,
-        with the time it ended. None when an attempt is unfinished or none has ended."""
+        """After a restart between attempts, the decision the last attempt's end asks for, with
+        the time it ended; None when there is none to apply (no attempt yet, or a run to
+        re-attach to). An attempt the dead supervisor was starting is ended as a preemption
+        (what it may hold released); one that had ended is torn down again, as the dead one
+        may have recorded the end and died before its teardown (terminate is safe twice)."""
         attempts = self.state.attempts(self.job_id)
-        if not attempts or attempts[-1].state in (st.STARTING, st.RUNNING):
+        if not attempts or attempts[-1].state == st.RUNNING:
             return None
         last = attempts[-1]
-        self._terminate(last.n, last.handle)
+        if last.state == st.STARTING:
+            self._check_cancel()  # the cancel path ends it as cancelled instead
+            self._end_attempt(last.n, last.handle, "PREEMPTED", "supervisor restarted while starting")
+            last = self.state.attempt(self.job_id, last.n)
+            history.events.append(Event(Outcome.PREEMPTED, reason=last.reason,
+                                        option=int(last.handle.get("option", 0))))
+        else:
+            self._terminate(last.n, last.handle)
         if not history.events or last.state not in {o.value.upper() for o in Outcome}:
             return None  # e.g. CANCELLED: the loop's cancel check ends the job
         event = history.events[-1]
@@ -172,14 +180,12 @@ class Supervisor:
 
     # --- one attempt ---------------------------------------------------------------------------
     def _attempt(self, option: int) -> Event:
-        """Run one attempt (or re-attach to the unfinished one) and say how it ended."""
+        """Run one attempt (or re-attach to the running one) and say how it ended."""
         att = self._unfinished_attempt()
-        if att is not None and att.run_started:
+        if att is not None:  # running (one a dead supervisor was starting is ended at restart)
             handle = att.handle
             self.state.event(self.job_id, "supervisor", f"re-attached to attempt {att.n}")
         else:
-            if att is not None:  # died while starting it: release what it may hold, start anew
-                self._end_attempt(att.n, att.handle, "PREEMPTED", "supervisor restarted while starting")
             # What the attempt holds before the backend returns a handle: the job's run id lets
             # the backend find what a supervisor killed during provision left (see terminate).
             att = self.state.add_attempt(self.job_id, started=self.clock(), handle={
@@ -206,7 +212,7 @@ class Supervisor:
             self._end_attempt(n, {"option": option, "run_id": job.run_id}, "NO_CAPACITY", str(e))
             return Event(Outcome.NO_CAPACITY, reason=str(e), option=option)
         except CredentialsError as e:  # no retry can help: the job fails now, saying why
-            self._end_attempt(n, {"option": option}, "SETUP_FAILED", str(e))
+            self._end_attempt(n, {"option": option, "run_id": job.run_id}, "SETUP_FAILED", str(e))
             return Event(Outcome.SETUP_FAILED, reason=str(e), option=option, final=True)
         handle["option"] = option
         self.state.set_attempt(self.job_id, n, handle=handle, host=handle.get("host", ""),

@@ -208,17 +208,19 @@ def test_a_killed_supervisor_restarted_ends_the_job_as_an_unkilled_one(monkeypat
     assert 5 <= a[2].started - a[1].ended < 6  # the back-off after 2 preemptions, from the end, once
 
 
-def test_a_restarted_supervisor_that_finds_the_cancel_tears_the_attempt_down(monkeypatch):
+@pytest.mark.parametrize("phase", ["provisioned", "running", "attempt-ended:preempted"])
+def test_a_restarted_supervisor_that_finds_the_cancel_tears_the_attempt_down(monkeypatch, phase):
     state = st.State()
     job = state.create_job(name="t", task_path=None, task_yaml=TASK.format(errors=0, extra=""),
                            infra="fake", store_uri="", options={})
-    clock, backend = FakeClock(), OneMachine(["succeeded"], polls_per_run=10**6)
-    kill_at(monkeypatch, "running")
+    clock, backend = FakeClock(), OneMachine(["preempted"])
+    kill_at(monkeypatch, phase)
     with pytest.raises(Killed):
         restart(state, job, backend, clock, 0).run()
     state.transition(job.id, st.CANCELLING, "launch down")  # while no supervisor runs
     assert restart(state, job, backend, clock).run() == st.CANCELLED
-    assert states(state, job) == ["CANCELLED"] and backend.live == set()
+    assert states(state, job) == (["PREEMPTED"] if phase.startswith("attempt-ended") else ["CANCELLED"])
+    assert backend.live == set()
 
 
 def test_the_kill_hook_fires_once_per_job_and_phase_and_only_in_a_supervisor(monkeypatch):
