@@ -255,7 +255,7 @@ class Supervisor:
 
     def _watch(self, n: int, handle: dict[str, Any]) -> Event:
         option = int(handle.get("option", 0))
-        drill_fired = ""
+        drill_fired = store_note = ""
         while True:
             try:
                 self._check_cancel()
@@ -270,10 +270,24 @@ class Supervisor:
                                        price_per_hour=self.backend.cost_per_hour(handle))
             if status.done:
                 return self._finished(n, handle, status, option, drill_fired)
+            store_note = self._note_store(n, handle, status.store, store_note)
             daemon.kill_point("running", self.job_id)
             drill_fired = self._fire_due_drill(n, handle) or drill_fired
             self._update_progress()
             self.sleep(self.poll_interval)
+
+    def _note_store(self, n: int, handle: dict, note: str, before: str) -> str:
+        """The agent's word on a store it cannot reach, in the job's reason (`launch status`)
+        and, when the store goes away or comes back, in its events; returns ``note``."""
+        if note != before:
+            host = handle.get("host", "?")
+            self.state.set_reason(self.job_id, f"attempt {n} on {host}" + (f"; {note}" if note else ""), st.RUNNING)
+            if not before:
+                self.state.event(self.job_id, "store", f"attempt {n}: {note}")
+            elif not note:
+                self.state.event(self.job_id, "store", f"attempt {n}: the store answers again; "
+                                 "the queued checkpoints go up")
+        return note
 
     def _finished(self, n: int, handle: dict, status: RunStatus, option: int, drill: str) -> Event:
         reason = f"fire drill {drill}: {status.reason}" if drill and status.state is RunState.PREEMPTED else status.reason

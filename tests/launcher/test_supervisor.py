@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 
@@ -158,6 +159,25 @@ def test_fire_drills_at_a_share_of_the_training(tmp_path):
     assert (term, kill) == ("term", "kill") and 30 <= at_term <= 31 and 60 <= at_kill <= 61
     fired = [e["message"] for e in state.events(job.id) if e["kind"] == "chaos"]
     assert fired == ["fire drill term@30% on attempt 1", "fire drill kill@60% on attempt 2"]
+
+
+
+def test_the_agents_word_on_an_unreachable_store_goes_to_the_jobs_reason_and_events():
+    state = st.State()
+    job, sup, backend, _ = make(state, ["succeeded"], polls=6)
+    notes = iter(["", "store unreachable: 1 queued", "store unreachable: 2 queued", "", ""])
+    reasons = []
+
+    def poll(handle, poll=backend.poll):
+        status = poll(handle)
+        reasons.append(state.job(job.id).reason)
+        return status if status.done else dataclasses.replace(status, store=next(notes, ""))
+    backend.poll = poll
+    assert sup.run() == st.SUCCEEDED
+    on = "attempt 1 on fake-1"
+    assert reasons[:5] == [on, on, f"{on}; store unreachable: 1 queued", f"{on}; store unreachable: 2 queued", on]
+    assert [e["message"] for e in state.events(job.id) if e["kind"] == "store"] == [
+        "attempt 1: store unreachable: 1 queued", "attempt 1: the store answers again; the queued checkpoints go up"]
 
 
 # --- a supervisor killed at a phase and restarted (launcher.daemon's test hook) ------------------
