@@ -13,8 +13,10 @@ calls are what restart the supervisor.
   killed while its run goes; outbid; no capacity until the test adds a host; killed after the
   run succeeded, before the job is marked so. It ends SUCCEEDED with the digest of an
   uninterrupted run, and no attempt is started after the success.
-- `launch down` of a job whose supervisor was killed while the run went (down restarts it), and
-  is killed again as it starts tearing down: down finishes the teardown itself.
+- A job whose supervisor is killed just after its create call, while the new instance is not
+  listed yet: the restarted one waits for it and destroys it before it rents again. Then killed
+  while the run goes, restarted by `launch down`, and killed again as it starts tearing down:
+  down finishes the teardown itself.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import pytest
 
 from launcher import daemon, state as st
 from launcher.backends.vast.ledger import Ledger
-from launcher.testing import load_by_path, toy_digest
+from launcher.testing import load_by_path, toy_digest, wait_for
 
 jobs = load_by_path(Path(__file__).with_name("jobs.py"))
 STEPS, store_log, toy_task = jobs.STEPS, jobs.store_log, jobs.toy_task
@@ -141,23 +143,34 @@ def test_supervisor_killed_at_every_phase_ends_the_same_and_leaks_nothing(vast, 
     assert_nothing_billing(vast, job)
 
 
-def test_down_finishes_the_teardown_of_a_supervisor_killed_during_it(vast, tmp_path, monkeypatch):
-    monkeypatch.setitem(vast.env, daemon.KILL_AT_ENV, "running,cancel:teardown")
+def test_a_create_the_dead_supervisor_made_is_waited_for_and_down_finishes_a_killed_teardown(vast, tmp_path,
+                                                                                             monkeypatch):
+    monkeypatch.setitem(vast.env, daemon.KILL_AT_ENV, "vast:after-create,running,cancel:teardown")
+    # A new instance is listed only a while after its create call, longer than a supervisor takes
+    # to be restarted: the restarted one must wait for what the dead one's call made before it
+    # rents again (no back-off after a first preemption to hide it).
+    vast.api.new_lag_s = 12.0
+    monkeypatch.setitem(vast.env, "LAUNCH_VAST_CREATE_SETTLE", "20")
     vast.add_host("host-d", min_bid=0.10)
+    vast.add_host("host-e", min_bid=0.20)
     vast.launch("up", str(toy_task(tmp_path)), "--infra", "vast", "--store", vast.store, "-d")
     job = st.State().jobs()[-1]
-    # No `launch` command in between: the supervisor stays dead until `launch down` runs.
-    deadline = time.monotonic() + 120
-    while "running" not in kills(job) or daemon.is_supervised(job.id):  # the event comes just before the kill
-        assert time.monotonic() < deadline, "the supervisor was not killed while the run went"
-        time.sleep(0.2)
+
+    def killed_at(phase):  # the event comes just before the kill
+        return lambda: phase in kills(job) and not daemon.is_supervised(job.id)
+    wait_for(killed_at("vast:after-create"), 120, "the supervisor killed after its create call")
+    vast.launch("status", str(job.id))  # restarts it
+    # No `launch` command from here: the supervisor stays dead until `launch down` runs.
+    wait_for(killed_at("running"), 150, "the supervisor killed while the run went")
     assert len(vast.api.live()) == 1
 
     r = vast.launch("down", str(job.id))
     assert "restarted the supervisor" in r.stderr and f"Job {job.id} CANCELLED" in r.stderr
-    assert kills(job) == ["running", "cancel:teardown"]
+    assert kills(job) == ["vast:after-create", "running", "cancel:teardown"]
     assert vast.status(job.id)["state"] == "CANCELLED"
-    assert [a.state for a in st.State().attempts(job.id)] == ["CANCELLED"]
-    assert [(e.state, e.reason) for e in Ledger().entries(job.run_id)] == [("destroyed", "terminated")]
+    assert [(a.state, a.reason) for a in st.State().attempts(job.id)] == [
+        ("PREEMPTED", "supervisor restarted while starting"), ("CANCELLED", "cancelled by launch down")]
+    assert [(e.state, e.reason) for e in Ledger().entries(job.run_id)] == [("destroyed", "swept"),
+                                                                           ("destroyed", "terminated")]
     assert_one_at_a_time(vast, job)
     assert_nothing_billing(vast, job)
