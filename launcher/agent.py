@@ -365,9 +365,11 @@ class Agent:
                     self.store.put_bytes(contract.DONE_NAME, str(time.time()).encode())
                 return rc
             except Exception as e:
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= deadline or self.notice.is_set():
                     self.say(f"final upload failed: {e}")
-                    return EXIT_AGENT_ERROR if rc == 0 else rc
+                    if rc == 0:  # a notice meanwhile: resume from the store; else the store stayed away
+                        return contract.EXIT_PREEMPTED if self.notice.is_set() else EXIT_AGENT_ERROR
+                    return rc
                 self._store_failed(e)
                 time.sleep(5.0)
 
