@@ -16,16 +16,25 @@ A fire drill at a share of the training (``spec["drill"]``, see ``launcher.chaos
 the agent itself, from the metrics on the machine: it records ``logs/attempt-N.drill`` in the
 store, then delivers the notice to itself or kills the run and itself (a machine that vanished).
 
+A store that stops answering mid-run does not stop the training: each checkpoint is held in
+``queued/`` (hard links, so the trainer's own pruning cannot drop it) until it is in the store;
+while the store is unreachable the newest ``keep_last`` are held, and once it answers again they
+go up newest first, each manifest last. ``store.json`` says whether the store answers, since when
+not, and which steps are queued (backends pass it on to `launch status`); the log says it too. A
+run that exits 0 while the store is down waits up to ``STORE_WAIT_S`` for it before giving up.
+
 Files in ATTEMPT_DIR: ``spec.json``, ``secrets.json`` (0600, optional), ``agent.pid``,
-``run.pgid``, ``run.log``, ``exit_code``, ``checkpoints/``, ``outputs/``, ``hooks/`` (pause points
-of ``contract.hook_point``, $LAUNCH_HOOK_DIR for the run). A backend reads only
-``exit_code``, ``agent.pid``, ``run.pgid`` and ``run.log``.
+``run.pgid``, ``run.log``, ``exit_code``, ``store.json``, ``notice``, ``checkpoints/``,
+``queued/``, ``outputs/``, ``hooks/`` (pause points of ``contract.hook_point``, $LAUNCH_HOOK_DIR
+for the run). A backend reads only ``exit_code``, ``agent.pid``, ``run.pgid``, ``store.json`` and
+``run.log``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,6 +54,10 @@ RUN_PGID_NAME = "run.pgid"
 # between the agent's fork and its exec cannot be sent as a signal, the file is read at start.
 NOTICE_NAME = "notice"
 LOG_NAME = "run.log"
+STORE_STATUS_NAME = "store.json"
+QUEUE_NAME = "queued"
+# How long a run that exited 0 waits at the end for a store that does not answer.
+STORE_WAIT_S = 1800.0
 # The agent itself failed before or around the run (store unreachable, bad spec).
 EXIT_AGENT_ERROR = 70
 # How often the agent looks for a newly committed checkpoint to upload (one listing of a local
@@ -88,6 +101,11 @@ class Agent:
         self.run_started = 0.0
         self.drill = chaos.parse_drill(spec["drill"]) if spec.get("drill") else None
         self.store = None
+        self.queue_dir = attempt_dir / QUEUE_NAME
+        self.queued: dict[int, Path] = {}  # committed checkpoints held here until they are in the store
+        self.down_since: float | None = None  # wall time the store stopped answering
+        self.down_error = ""
+        self._down_said = 0.0
         # On several nodes (SKYPILOT_NODE_RANK > 0 on workers) only the head node syncs
         # checkpoints and writes DONE and the exit code; each node uploads its own log.
         self.rank = int((spec.get("envs") or {}).get("SKYPILOT_NODE_RANK") or 0)
@@ -153,23 +171,87 @@ class Agent:
             self.store.get_file(contract.METRICS_NAME, str(self.out_dir / contract.METRICS_NAME))
 
     def sync_checkpoints(self) -> None:
-        """Upload the newest committed local checkpoint if the store lacks it. Older ones that
-        were superseded before we got to them are skipped: retention would delete them anyway."""
+        """Upload the newest committed local checkpoint if the store lacks it, and then those
+        held while the store was unreachable, newest first. Older ones that were superseded
+        before we got to them while the store answered are skipped: retention would delete
+        them anyway. A store error leaves the checkpoints held (see the module docstring)."""
         if self.store is None or self.rank != 0:
             return
         from launcher import checkpoints
 
         for step, path in contract.local_checkpoints(self.ckpt_dir):  # highest first
-            if step <= self.uploaded:
-                return
-            if contract.verify_checkpoint(path, check_hash=False) is None:
-                continue  # still being written
-            checkpoints.upload_checkpoint(self.store, path, before_manifest=lambda: contract.hook_point(
+            if step <= self.uploaded or step in self.queued:
+                break
+            if contract.verify_checkpoint(path, check_hash=False) is not None:  # else being written
+                self._hold(step, path)
+                break
+        done = []
+        for step in sorted(self.queued, reverse=True):
+            checkpoints.upload_checkpoint(self.store, self.queued[step], before_manifest=lambda: contract.hook_point(
                 "upload", f"step {step}", self.hook_dir))
-            self.uploaded = step
-            self.say(f"checkpoint step {step} uploaded")
+            self._release(step)
+            done.append(step)
+            self.uploaded = max(self.uploaded, step)
+            left = f" ({len(self.queued)} still queued)" if self.queued else ""
+            self.say(f"checkpoint step {step} uploaded{left}")
+        if done:
+            self._store_answered()
             checkpoints.apply_retention(self.store, keep_last=int(self.spec.get("keep_last", 3)))
-            return
+
+    # --- checkpoints held on the machine while the store is away -------------------------------
+    def _hold(self, step: int, path: Path) -> None:
+        """Keep committed checkpoint ``step`` in ``queued/`` until it is in the store; while
+        the store is unreachable only the newest ``keep_last`` are kept."""
+        held = self.queue_dir / path.name
+        if held.exists():
+            shutil.rmtree(held)
+        try:
+            shutil.copytree(path, held, copy_function=os.link)
+        except OSError:  # no hard links here (another file system): hold the trainer's folder
+            shutil.rmtree(held, ignore_errors=True)
+            held = path
+        self.queued[step] = held
+        keep = max(1, int(self.spec.get("keep_last", 3)))
+        for old in sorted(self.queued, reverse=True)[keep:]:
+            self._release(old)
+            self.say(f"checkpoint step {old} dropped from the queue (the newest {keep} are kept)")
+        if self.down_since is not None:
+            self.say(f"checkpoint step {step} queued on this machine ({len(self.queued)} queued)")
+            self._write_store_status()
+
+    def _release(self, step: int) -> None:
+        path = self.queued.pop(step)
+        if path.parent == self.queue_dir:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _store_failed(self, err: Exception) -> None:
+        """The store did not take an upload: say so (once, then every minute), the checkpoints
+        stay held."""
+        now = time.time()
+        if self.down_since is None:
+            self.down_since, self.down_error, self._down_said = now, str(err)[:300], now
+            self.say(f"store unreachable ({err}): training goes on, checkpoints stay on this machine "
+                     "and go up when it answers")
+            for step in sorted(self.queued):
+                self.say(f"checkpoint step {step} queued on this machine ({len(self.queued)} queued)")
+            self._write_store_status()
+        elif now - self._down_said >= 60:
+            self._down_said = now
+            self.say(f"store still unreachable after {now - self.down_since:.0f} s; "
+                     f"{len(self.queued)} checkpoint(s) queued")
+
+    def _store_answered(self) -> None:
+        """A store call went through: the store is back (if it was away)."""
+        if self.down_since is not None:
+            self.say(f"store reachable again after {time.time() - self.down_since:.0f} s; "
+                     f"{len(self.queued)} checkpoint(s) still queued")
+            self.down_since, self.down_error = None, ""
+            self._write_store_status()
+
+    def _write_store_status(self) -> None:
+        doc = {"reachable": self.down_since is None, "since": self.down_since,
+               "error": self.down_error, "queued": sorted(self.queued)}
+        write_atomic(self.dir / STORE_STATUS_NAME, json.dumps(doc))
 
     def sync_up(self, final: bool = False) -> None:
         if self.store is None:
@@ -178,10 +260,12 @@ class Agent:
 
         self.sync_checkpoints()
         logs = self.store.child(contract.LOGS_PREFIX)
-        checkpoints.sync_file_up(logs, str(self.log_path), self.log_key())
+        sent = checkpoints.sync_file_up(logs, str(self.log_path), self.log_key())
         metrics = self.out_dir / contract.METRICS_NAME
         if self.rank == 0 and metrics.exists():
-            checkpoints.sync_file_up(self.store, str(metrics), contract.METRICS_NAME)
+            sent = checkpoints.sync_file_up(self.store, str(metrics), contract.METRICS_NAME) or sent
+        if sent:
+            self._store_answered()
         if final and self.rank == 0:
             outputs = self.store.child(contract.OUTPUTS_PREFIX)
             for p in sorted(self.out_dir.rglob("*")):
@@ -200,8 +284,8 @@ class Agent:
                     last = time.monotonic()
                 else:
                     self.sync_checkpoints()
-            except Exception as e:  # a store hiccup must not kill the run; the next pass retries
-                self.say(f"upload failed, will retry: {e}")
+            except Exception as e:  # the store away must not stop the run; the next pass retries
+                self._store_failed(e)
 
     def _wait_group(self, pgid: int, timeout: float) -> None:
         """Wait until every process of the run's group has exited (bash may die from the notice
@@ -380,15 +464,39 @@ class Agent:
             # The run died from the notice without saying so itself (no handler): a preemption.
             self.say(f"{phase} ended by the preemption notice (code {rc})")
             rc = contract.EXIT_PREEMPTED
-        try:
-            self.sync_up(final=True)
-            if rc == 0 and self.store is not None and self.rank == 0:
-                self.store.put_bytes(contract.DONE_NAME, str(time.time()).encode())
-        except Exception as e:
-            self.say(f"final upload failed: {e}")
-            if rc == 0:
-                rc = EXIT_AGENT_ERROR
-        return rc
+        # A finished run waits for a store that is away; a preempted one has no time to.
+        deadline = time.monotonic() + (float(self.spec.get("store_wait", STORE_WAIT_S)) if rc == 0 else 0.0)
+        while True:
+            try:
+                self.sync_up(final=True)
+                if rc == 0 and self.store is not None and self.rank == 0:
+                    self.store.put_bytes(contract.DONE_NAME, str(time.time()).encode())
+                return rc
+            except Exception as e:
+                if time.monotonic() >= deadline or self.notice.is_set():
+                    self.say(f"final upload failed: {e}")
+                    if rc == 0:  # a notice meanwhile: resume from the store; else the store stayed away
+                        return contract.EXIT_PREEMPTED if self.notice.is_set() else EXIT_AGENT_ERROR
+                    return rc
+                self._store_failed(e)
+                time.sleep(5.0)
+
+
+def store_note(text: str) -> str:
+    """What ``store.json`` (its text) tells `launch status`: '' while the store answers."""
+    try:
+        doc = json.loads(text or "{}")
+    except ValueError:
+        return ""
+    if not isinstance(doc, dict) or doc.get("reachable", True):
+        return ""
+    since = doc.get("since")
+    when = f" since {time.strftime('%H:%M:%S', time.localtime(since))}" if isinstance(since, (int, float)) else ""
+    why = f" ({doc['error']})" if doc.get("error") else ""
+    queued = [int(s) for s in doc.get("queued") or []]
+    steps = f" (step {', '.join(map(str, queued))})" if queued else ""
+    return (f"store unreachable{when}{why}: training goes on, {len(queued)} checkpoint(s) queued "
+            f"on the machine{steps}")
 
 
 def _killpg(pgid: int | None, sig: int) -> None:

@@ -214,11 +214,14 @@ def _cancel_here(state: st.State, job: st.Job) -> st.Job:
     if lock is None:  # a supervisor came back meanwhile; it will see CANCELLING
         return state.job(job.id)
     try:
-        for a in state.attempts(job.id):
+        attempts = state.attempts(job.id)
+        for a in attempts:
             if a.state in (st.STARTING, st.RUNNING):
                 get_backend(a.handle.get("infra") or job.infra).terminate(a.handle)
                 state.set_attempt(job.id, a.n, state=st.CANCELLED, reason="cancelled by launch down",
                                   ended=time.time())
+            elif a is attempts[-1]:  # its end recorded by a supervisor that died before the teardown
+                get_backend(a.handle.get("infra") or job.infra).terminate(a.handle)  # safe twice
         state.transition(job.id, st.CANCELLED, "cancelled by launch down")
     finally:
         lock.close()

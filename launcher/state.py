@@ -201,6 +201,12 @@ class State:
         with self._conn() as c:
             c.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
 
+    def set_reason(self, job_id: int, reason: str, only_in: str) -> bool:
+        """Change the job's reason while it is in state ``only_in`` (no event); True if changed."""
+        with self._conn() as c:
+            return c.execute("UPDATE jobs SET reason = ? WHERE id = ? AND state = ?",
+                             (reason, job_id, only_in)).rowcount > 0
+
     def transition(self, job_id: int, state: str, reason: str = "", *, only_from: set[str] | None = None) -> bool:
         """Set the job's state unless it is terminal (or not in ``only_from``); True if changed."""
         with self._conn() as c:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from launcher import chaos, state as st
+from launcher import chaos, daemon, state as st
 from launcher.deadline import DeadlineKeeper, Mode, mode_of, with_mode
 from launcher.placement import after_outbids
 from launcher.backends import get_backend
@@ -97,23 +97,60 @@ class Supervisor:
 
     # --- the loop ------------------------------------------------------------------------------
     def run(self) -> str:
-        """Drive the job to a terminal state and return it."""
+        """Drive the job to a terminal state and return it. A restarted supervisor goes on from
+        where the state says the dead one was: it re-attaches to a running attempt, abandons one
+        that was starting, applies the decision of one that had ended (a back-off goes on from
+        that end), and on a cancel tears down whatever attempt is still up."""
         history, option = self._history()
         try:
+            pending = self._pending_decision(history)
             while True:
-                self._check_cancel()
-                event = self._attempt(option)
-                action = after_outbids(decide(event, history, self.policy), event, history, len(self.options))
-                history.events.append(event)
+                if pending is None:
+                    self._check_cancel()
+                    event = self._attempt(option)
+                    action, since = after_outbids(decide(event, history, self.policy), event, history,
+                                                  len(self.options)), None
+                    history.events.append(event)
+                else:
+                    (event, action, since), pending = pending, None
                 if not action.relaunch:
                     self._unfired_drills()
                     self.state.transition(self.job_id, action.final_state, action.reason)
                     return action.final_state
-                self._recover(event, action)
+                self._recover(event, action, since)
                 option = action.option
         except Cancelled:
+            att = self._unfinished_attempt()
+            if att is not None:  # a restarted supervisor that found the cancel before attaching
+                daemon.kill_point("cancel:teardown", self.job_id)
+                self._end_attempt(att.n, att.handle, "CANCELLED", "cancelled by launch down")
             self.state.transition(self.job_id, st.CANCELLED, "cancelled by launch down")
             return st.CANCELLED
+
+    def _pending_decision(self, history: History) -> tuple[Event, Action, float] | None:
+        """After a restart between attempts, the decision the last attempt's end asks for, with
+        the time it ended; None when there is none to apply (no attempt yet, or a run to
+        re-attach to). An attempt the dead supervisor was starting is ended as a preemption
+        (what it may hold released); one that had ended is torn down again, as the dead one
+        may have recorded the end and died before its teardown (terminate is safe twice)."""
+        attempts = self.state.attempts(self.job_id)
+        if not attempts or attempts[-1].state == st.RUNNING:
+            return None
+        last = attempts[-1]
+        self.backend = self._backend_of(int(last.handle.get("option", 0)))
+        if last.state == st.STARTING:
+            self._check_cancel()  # the cancel path ends it as cancelled instead
+            self._end_attempt(last.n, last.handle, "PREEMPTED", "supervisor restarted while starting")
+            last = self.state.attempt(self.job_id, last.n)
+            history.events.append(Event(Outcome.PREEMPTED, reason=last.reason,
+                                        option=int(last.handle.get("option", 0))))
+        else:
+            self._terminate(last.n, last.handle)
+        if not history.events or last.state not in {o.value.upper() for o in Outcome}:
+            return None  # e.g. CANCELLED: the loop's cancel check ends the job
+        event, before = history.events[-1], History(history.events[:-1])
+        action = after_outbids(decide(event, before, self.policy), event, before, len(self.options))
+        return event, action, last.ended or self.clock()
 
     def _history(self) -> tuple[History, int]:
         """Events of attempts that ended before this supervisor started (after a restart)."""
@@ -127,12 +164,18 @@ class Supervisor:
                                             drill=bool(a.handle.get("drilled"))))
         return history, option
 
-    def _recover(self, event: Event, action: Action) -> None:
+    def _recover(self, event: Event, action: Action, since: float | None = None) -> None:
+        """Wait out the action's back-off, counted from ``since`` (the attempt's end, for a
+        restarted supervisor) or from now."""
         opt = f", option {action.option + 1}/{len(self.options)}" if len(self.options) > 1 else ""
-        wait = f" in {action.delay:.0f} s" if action.delay else ""
+        delay = action.delay if since is None else max(0.0, since + action.delay - self.clock())
+        wait = f" in {delay:.0f} s" if delay else ""
+        resumed = " (the back-off goes on after a supervisor restart)" if since is not None and delay else ""
         self.state.transition(self.job_id, st.RECOVERING, action.reason)
-        self.state.event(self.job_id, "recovery", f"relaunching{wait}{opt} after {action.reason}")
-        self._sleep(action.delay)
+        self.state.event(self.job_id, "recovery", f"relaunching{wait}{opt} after {action.reason}{resumed}")
+        if delay > 0:
+            daemon.kill_point("backoff", self.job_id)
+        self._sleep(delay)
 
     def _sleep(self, seconds: float) -> None:
         end = self.clock() + seconds
@@ -153,16 +196,15 @@ class Supervisor:
 
     # --- one attempt ---------------------------------------------------------------------------
     def _attempt(self, option: int) -> Event:
-        """Run one attempt (or re-attach to the unfinished one) and say how it ended."""
+        """Run one attempt (or re-attach to the running one) and say how it ended."""
         att = self._unfinished_attempt()
-        if att is not None and att.run_started:
+        if att is not None:  # running (one a dead supervisor was starting is ended at restart)
             handle = att.handle
             self.backend = self._backend_of(int(handle.get("option", 0)))
             self.state.event(self.job_id, "supervisor", f"re-attached to attempt {att.n}")
         else:
-            if att is not None:  # died while starting it: release what it may hold, start anew
-                self.backend = self._backend_of(int(att.handle.get("option", 0)))
-                self._end_attempt(att.n, att.handle, "PREEMPTED", "supervisor restarted while starting")
+            # What the attempt holds before the backend returns a handle: the job's run id lets
+            # the backend find what a supervisor killed during provision left (see terminate).
             self.backend = self._backend_of(option)
             mode = self._deadline_mode()
             att = self.state.add_attempt(self.job_id, handle=self._base_handle(option, mode), started=self.clock())
@@ -193,6 +235,7 @@ class Supervisor:
         handle.update(self._base_handle(option, mode))
         self.state.set_attempt(self.job_id, n, handle=handle, host=handle.get("host", ""),
                                price_per_hour=self.backend.cost_per_hour(handle))
+        daemon.kill_point("provisioned", self.job_id)
         try:
             self._check_cancel()
             self.backend.wait_reachable(handle, self.reach_timeout)
@@ -242,11 +285,12 @@ class Supervisor:
 
     def _watch(self, n: int, handle: dict[str, Any]) -> Event:
         option = int(handle.get("option", 0))
-        drill_fired = ""
+        drill_fired = store_note = ""
         while True:
             try:
                 self._check_cancel()
             except Cancelled:
+                daemon.kill_point("cancel:teardown", self.job_id)
                 self._end_attempt(n, handle, "CANCELLED", "cancelled by launch down")
                 raise
             before = json.dumps(handle, sort_keys=True)
@@ -256,10 +300,25 @@ class Supervisor:
                                        price_per_hour=self.backend.cost_per_hour(handle))
             if status.done:
                 return self._finished(n, handle, status, option, drill_fired)
+            store_note = self._note_store(n, handle, status.store, store_note)
+            daemon.kill_point("running", self.job_id)
             drill_fired = self._fire_due_drill(n, handle) or drill_fired
             self._update_progress()
             self._deadline_check(n, handle)
             self.sleep(self.poll_interval)
+
+    def _note_store(self, n: int, handle: dict, note: str, before: str) -> str:
+        """The agent's word on a store it cannot reach, in the job's reason (`launch status`)
+        and, when the store goes away or comes back, in its events; returns ``note``."""
+        if note != before:
+            host = handle.get("host", "?")
+            self.state.set_reason(self.job_id, f"attempt {n} on {host}" + (f"; {note}" if note else ""), st.RUNNING)
+            if not before:
+                self.state.event(self.job_id, "store", f"attempt {n}: {note}")
+            elif not note:
+                self.state.event(self.job_id, "store", f"attempt {n}: the store answers again; "
+                                 "the queued checkpoints go up")
+        return note
 
     def _finished(self, n: int, handle: dict, status: RunStatus, option: int, drill: str) -> Event:
         fired = self._drill_fired_on_machine(n, handle)
@@ -286,13 +345,20 @@ class Supervisor:
                      progressed=progressed, drill=drilled)
 
     def _end_attempt(self, n: int, handle: dict, state: str, reason: str, exit_code: int | None = None) -> None:
+        """Record how attempt ``n`` ended, then tear its machine down: a supervisor killed in
+        between leaves an ended attempt, whose machine the restarted one (or `launch down`)
+        tears down again, not a finished run to re-attach to."""
+        self.state.set_attempt(self.job_id, n, state=state, reason=reason, exit_code=exit_code,
+                               ended=self.clock())
+        self.state.event(self.job_id, "attempt", f"attempt {n} {state.lower()}: {reason}")
+        daemon.kill_point(f"attempt-ended:{state.lower()}", self.job_id)
+        self._terminate(n, handle)
+
+    def _terminate(self, n: int, handle: dict) -> None:
         try:
             self.backend.terminate(handle)
         except BackendError as e:
             self.state.event(self.job_id, "warning", f"attempt {n}: terminate failed: {e}")
-        self.state.set_attempt(self.job_id, n, state=state, reason=reason, exit_code=exit_code,
-                               ended=self.clock())
-        self.state.event(self.job_id, "attempt", f"attempt {n} {state.lower()}: {reason}")
 
     # --- the deadline (launcher.deadline): spot or on demand ------------------------------------
     def _backend_of(self, option: int) -> Backend:
@@ -302,7 +368,7 @@ class Supervisor:
         return self._backends[infra]
 
     def _base_handle(self, option: int, mode: Mode | None) -> dict[str, Any]:
-        base = {"option": option, "infra": self.infras[option]}
+        base = {"option": option, "infra": self.infras[option], "run_id": self.state.job(self.job_id).run_id}
         return base if mode is None else {**base, "mode": mode.value}
 
     def _deadline_mode(self) -> Mode | None:
@@ -450,14 +516,13 @@ class Supervisor:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m launcher.supervisor JOB_ID``: run the job's supervisor unless one already is."""
-    from launcher import daemon
-
     argv = sys.argv[1:] if argv is None else argv
     job_id = int(argv[0])
     secrets = daemon.read_secrets(sys.stdin)
     lock = daemon.acquire_lock(job_id, wait=3.0)
     if lock is None:
         return 0  # another supervisor holds the job
+    daemon.arm_kill_points()
     state = st.State()
     job = state.job(job_id)
     if job.terminal:

@@ -71,6 +71,8 @@ class RunStatus:
     # The provider already applied the job's own recovery policy to this attempt (a SkyPilot managed
     # job ends FAILED only after its ``max_restarts_on_errors``): our policy must not retry on top.
     final: bool = False
+    # While the run goes: what the agent says of a store it cannot reach ('' when it can).
+    store: str = ""
 
     @property
     def done(self) -> bool:

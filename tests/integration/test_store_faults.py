@@ -1,19 +1,25 @@
 """The store and the checkpoint protocol through a fault-injecting proxy (s3proxy.py) in front of
 the real S3 server: each fault class either heals through the retries, leaving the right final
-state, or ends in one clean StoreError; a checkpoint whose upload failed is never listed."""
+state, or ends in one clean StoreError; a checkpoint whose upload failed is never listed. And a
+local job whose store goes down for a while mid-run: the training goes on, the agent's log and
+`launch status` say so, the checkpoints queued on the machine go up once the store is back."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from launcher import contract
+from launcher import contract, state as st
 from launcher.checkpoints import download_latest, list_checkpoints, upload_checkpoint
 from launcher.store import StoreError, open_store
-from launcher.testing import load_by_path
+from launcher.testing import load_by_path, toy_digest, wait_for
 
 s3proxy = load_by_path(Path(__file__).with_name("s3proxy.py"))
 pytestmark = pytest.mark.integration
@@ -158,3 +164,68 @@ def test_a_lost_manifest_answer_and_a_corrupt_download_heal(bucket, proxy, tmp_p
     assert step == 30
     assert (path / "model.pt").read_bytes() == (local / "model.pt").read_bytes()
     assert proxy.fired() == 4
+
+
+# --- a store that stays down for a while under a real local job ---------------------------------
+
+def launch(*args: str) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "launcher.cli", *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"launch {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+def steps_in(log: str, kind: str) -> list[int]:
+    """Steps of the agent's lines ``checkpoint step N <kind>`` in ``log``, in order."""
+    return [int(m) for m in re.findall(rf"checkpoint step (\d+) {kind}", log)]
+
+
+def test_a_store_down_mid_run_queues_the_checkpoints_and_the_training_goes_on(bucket, proxy, tmp_path, monkeypatch):
+    steps = 60
+    monkeypatch.setenv("LAUNCH_S3_MAX_ATTEMPTS", "2")  # each refused call fails fast; the agent retries
+    monkeypatch.setenv("LAUNCH_S3_CONNECT_TIMEOUT", "2")
+    task = tmp_path / "toy.yaml"
+    task.write_text(f"name: toy\nrun: python -m launcher.testing toy --steps {steps} --step-time 0.25\n")
+    launch("up", str(task), "--store", f"s3://{bucket}/runs", "-d")
+    job = st.State().jobs()[-1]
+    att = wait_for(lambda: next(iter(st.State().attempts(job.id)), None), 60, "the attempt")
+    run_log = Path(att.handle["attempt_dir"]) / "run.log"
+    log = lambda: run_log.read_text() if run_log.exists() else ""  # noqa: E731
+    last_step = lambda: max([int(s) for s in re.findall(r"^step (\d+) digest", log(), re.M)] or [0])  # noqa: E731
+
+    wait_for(lambda: steps_in(log(), "uploaded"), 120, "a first checkpoint in the store")
+    proxy.down()
+    down_at = last_step()
+    wait_for(lambda: "store unreachable" in log() and len(steps_in(log(), "queued on this machine")) >= 3,
+             120, "the agent to queue checkpoints")
+    d = json.loads(launch("status", str(job.id), "--json").stdout)[0]
+    assert d["state"] == "RUNNING" and "store unreachable" in d["reason"], d["reason"]
+    assert "checkpoint(s) queued on the machine" in d["reason"]
+    wait_for(lambda: last_step() >= down_at + 15 or "final upload" in log(), 120, "training to go on")
+    assert last_step() >= down_at + 15, "the training stopped while the store was down"
+    up_from = len(proxy.requests)
+    proxy.up()
+
+    wait_for(lambda: st.State().job(job.id).terminal, 180, "the job to end")
+    d = json.loads(launch("status", str(job.id), "--json").stdout)[0]
+    text = log()
+    assert d["state"] == "SUCCEEDED" and [a["state"] for a in d["attempts"]] == ["SUCCEEDED"], d
+    assert "store reachable again" in text
+    events = [e["message"] for e in st.State().events(job.id) if e["kind"] == "store"]
+    assert len(events) == 2 and "store unreachable" in events[0] and "answers again" in events[1], events
+    # Every checkpoint held when the store came back went up, each manifest after its files.
+    queued, dropped = steps_in(text, "queued on this machine"), steps_in(text, "dropped from the queue")
+    held = [s for s in queued if s not in dropped]
+    uploaded_after = steps_in(text.split("store unreachable (", 1)[1], "uploaded")
+    assert held and set(held) <= set(uploaded_after), (held, uploaded_after)
+    puts = [r.target for r in proxy.requests[up_from:] if r.method == "PUT" and r.status == 200]
+    for s in held:
+        mine = [i for i, t in enumerate(puts) if f"step-{s:08d}/" in t]
+        manifest = [i for i in mine if "MANIFEST.json" in puts[i]]
+        assert manifest and manifest[-1] == mine[-1], (s, [puts[i] for i in mine])
+    # The same final weights as an uninterrupted run, and the store holds them.
+    store = open_store(d["store"])
+    assert store.exists(contract.DONE_NAME)
+    clean = toy_digest(steps, tmp_path / "clean")
+    assert text.split("final digest")[-1].split()[0] == clean
+    step, path = download_latest(store, tmp_path / "final")
+    assert step == steps and json.loads((path / "state.json").read_text())["digest"] == clean

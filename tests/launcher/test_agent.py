@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from launcher import agent, contract
+from launcher.checkpoints import list_checkpoints
 from launcher.store import open_store
 from launcher.testing import wait_for
 
@@ -149,3 +150,36 @@ def test_a_drill_that_goes_wrong_is_dropped_and_the_run_goes_on(tmp_path):
     assert proc.wait(timeout=120) == 0 and store.exists(contract.DONE_NAME)
     assert "fire drill kill@10%:save dropped: ValueError(" in (d / agent.LOG_NAME).read_text()
     assert not list((d / "hooks").iterdir())
+
+
+def test_a_store_that_is_away_holds_the_checkpoints_and_a_finished_run_waits_for_it(tmp_path):
+    store_dir, away = tmp_path / "store", tmp_path / "store.away"
+    toy = TOY.replace("--step-time 0.01", "--step-time 0.05")
+    # Three steps with the store there, then it goes away (a file where its folder was) for three.
+    run = f"{toy.replace('--steps 5', '--steps 3')} && sleep 1 && mv {store_dir} {away} && touch {store_dir} && " \
+          f"{toy.replace('--steps 5', '--steps 6')}"
+    d = tmp_path / "attempt-1"
+    agent.write_attempt_files(d, {"job_id": "job-1", "attempt": 1, "run": run, "envs": {},
+                                  "store_uri": store_dir.as_uri(), "sync_interval": 0.2}, {})
+    proc = subprocess.Popen([sys.executable, "-m", "launcher.agent", str(d / agent.SPEC_NAME)])
+    try:
+        log = lambda: (d / agent.LOG_NAME).read_text() if (d / agent.LOG_NAME).exists() else ""  # noqa: E731
+        wait_for(lambda: "run exited with code 0" in log() and "store unreachable" in log(), 60, "the run's end")
+        status = json.loads((d / agent.STORE_STATUS_NAME).read_text())
+        queued = status["queued"]  # a step superseded before the agent looked is skipped
+        assert not status["reachable"] and queued[-1] == 6 and set(queued) <= {4, 5, 6}
+        note = agent.store_note((d / agent.STORE_STATUS_NAME).read_text())
+        assert "store unreachable since" in note
+        assert f"{len(queued)} checkpoint(s) queued on the machine (step {', '.join(map(str, queued))})" in note
+        assert proc.poll() is None  # waiting for the store, not given up
+        store_dir.unlink()
+        away.rename(store_dir)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    store = open_store(store_dir.as_uri())
+    in_store = [c.step for c in list_checkpoints(store)]
+    assert store.exists(contract.DONE_NAME) and in_store[0] == 6 and set(queued) <= set(in_store)
+    assert "store reachable again" in log() and json.loads((d / agent.STORE_STATUS_NAME).read_text())["reachable"]
+    assert agent.store_note((d / agent.STORE_STATUS_NAME).read_text()) == ""
+    assert not list((d / agent.QUEUE_NAME).iterdir())

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import signal
 
-from launcher import state as st
+import pytest
+
+from launcher import daemon, state as st
 from launcher.supervisor import Supervisor
 from launcher.testing import FakeBackend, FakeClock
 
@@ -353,3 +357,101 @@ def test_a_restarted_supervisor_counts_a_drill_fired_on_the_machine_once(tmp_pat
     assert state.job(job.id).options["chaos_fired"] == 1
     assert [e["message"] for e in state.events(job.id) if e["kind"] == "chaos"] == [
         "fire drill kill@10% on attempt 1, at step 12"]
+
+
+def test_the_agents_word_on_an_unreachable_store_goes_to_the_jobs_reason_and_events():
+    state = st.State()
+    job, sup, backend, _ = make(state, ["succeeded"], polls=6)
+    notes = iter(["", "store unreachable: 1 queued", "store unreachable: 2 queued", "", ""])
+    reasons = []
+
+    def poll(handle, poll=backend.poll):
+        status = poll(handle)
+        reasons.append(state.job(job.id).reason)
+        return status if status.done else dataclasses.replace(status, store=next(notes, ""))
+    backend.poll = poll
+    assert sup.run() == st.SUCCEEDED
+    on = "attempt 1 on fake-1"
+    assert reasons[:5] == [on, on, f"{on}; store unreachable: 1 queued", f"{on}; store unreachable: 2 queued", on]
+    assert [e["message"] for e in state.events(job.id) if e["kind"] == "store"] == [
+        "attempt 1: store unreachable: 1 queued", "attempt 1: the store answers again; the queued checkpoints go up"]
+
+
+# --- a supervisor killed at a phase and restarted (launcher.daemon's test hook) ------------------
+
+class Killed(BaseException):
+    """Stands for the SIGKILL: no ``except`` of the supervisor catches it."""
+
+
+class OneMachine(FakeBackend):
+    """Refuses to rent a machine while another one of the job is still up."""
+
+    def provision(self, req):
+        assert not self.live, f"a second machine rented while {sorted(self.live)} is up"
+        return super().provision(req)
+
+
+def kill_at(monkeypatch, phase):
+    fired = []
+
+    def kill_point(p, job):
+        if p == phase and not fired:
+            fired.append(p)
+            raise Killed(p)
+    monkeypatch.setattr(daemon, "kill_point", kill_point)
+    return fired
+
+
+def restart(state, job, backend, clock, dead_for=3.0):
+    clock.now += dead_for  # time passes before the next `launch` command restarts it
+    return Supervisor(state, job.id, backend_for=lambda infra: backend, clock=clock.time, sleep=clock.sleep)
+
+
+@pytest.mark.parametrize("phase", ["provisioned", "running", "attempt-ended:preempted", "backoff",
+                                   "attempt-ended:succeeded"])
+def test_a_killed_supervisor_restarted_ends_the_job_as_an_unkilled_one(monkeypatch, phase):
+    state = st.State()
+    job = state.create_job(name="t", task_path=None, task_yaml=TASK.format(errors=0, extra=""),
+                           infra="fake", store_uri="", options={})
+    clock, backend = FakeClock(), OneMachine(["preempted", "preempted", "succeeded"])
+    fired = kill_at(monkeypatch, phase)
+    with pytest.raises(Killed):
+        restart(state, job, backend, clock, 0).run()
+    assert fired == [phase]
+    assert restart(state, job, backend, clock).run() == st.SUCCEEDED
+    assert states(state, job) == ["PREEMPTED", "PREEMPTED", "SUCCEEDED"]  # no attempt after the success
+    assert backend.live == set()
+    a = state.attempts(job.id)
+    assert 5 <= a[2].started - a[1].ended < 6  # the back-off after 2 preemptions, from the end, once
+
+
+@pytest.mark.parametrize("phase", ["provisioned", "running", "attempt-ended:preempted"])
+def test_a_restarted_supervisor_that_finds_the_cancel_tears_the_attempt_down(monkeypatch, phase):
+    state = st.State()
+    job = state.create_job(name="t", task_path=None, task_yaml=TASK.format(errors=0, extra=""),
+                           infra="fake", store_uri="", options={})
+    clock, backend = FakeClock(), OneMachine(["preempted"])
+    kill_at(monkeypatch, phase)
+    with pytest.raises(Killed):
+        restart(state, job, backend, clock, 0).run()
+    state.transition(job.id, st.CANCELLING, "launch down")  # while no supervisor runs
+    assert restart(state, job, backend, clock).run() == st.CANCELLED
+    assert states(state, job) == (["PREEMPTED"] if phase.startswith("attempt-ended") else ["CANCELLED"])
+    assert backend.live == set()
+
+
+def test_the_kill_hook_fires_once_per_job_and_phase_and_only_in_a_supervisor(monkeypatch):
+    sent = []
+    monkeypatch.setattr(daemon.os, "kill", lambda pid, sig: sent.append(sig))
+    monkeypatch.setenv(daemon.KILL_AT_ENV, "running, backoff")
+    state = st.State()
+    job = state.create_job(name="t", task_path=None, task_yaml="run: x", infra="fake", store_uri="", options={})
+    daemon.kill_point("running", job.id)
+    assert sent == []  # not armed: not a supervisor process
+    monkeypatch.setattr(daemon, "_armed", True)
+    for phase, ref in [("running", job.id), ("running", job.run_id), ("vast:before-create", job.id),
+                       ("backoff", job.run_id)]:
+        daemon.kill_point(phase, ref)
+    assert sent == [signal.SIGKILL, signal.SIGKILL]
+    assert [e["message"] for e in state.events(job.id) if e["kind"] == daemon.KILL_EVENT] == [
+        "LAUNCH_TEST_KILL_AT: SIGKILL at running", "LAUNCH_TEST_KILL_AT: SIGKILL at backoff"]

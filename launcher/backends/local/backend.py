@@ -40,6 +40,13 @@ def _pid_alive(pid: int | None, needle: str = "launcher.agent") -> bool:
     return needle in cmd
 
 
+def _store_note(attempt_dir: Path) -> str:
+    try:
+        return agent_files.store_note((attempt_dir / agent_files.STORE_STATUS_NAME).read_text())
+    except OSError:
+        return ""
+
+
 def _read_int(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())
@@ -109,7 +116,7 @@ class LocalBackend(Backend):
         if code is not None:
             return status_from_exit_code(code)
         if _pid_alive(handle.get("agent_pid")):
-            return RunStatus(RunState.RUNNING)
+            return RunStatus(RunState.RUNNING, store=_store_note(attempt_dir))
         # Re-read: the agent may have written its exit code between the two checks.
         code = _read_int(attempt_dir / agent_files.EXIT_CODE_NAME)
         if code is not None:
@@ -145,8 +152,8 @@ class LocalBackend(Backend):
         if _pid_alive(handle.get("agent_pid")):
             _killpg(handle["agent_pid"], signal.SIGKILL)
         _killpg(run_pgid, signal.SIGKILL)
-        # Keep the log and spec; drop the bulky copies (code, local checkpoints) and the secrets.
-        for name in ("workdir", "checkpoints", agent_files.SECRETS_NAME):
+        # Keep the log and spec; drop the bulky copies (code, local and queued checkpoints) and the secrets.
+        for name in ("workdir", "checkpoints", agent_files.QUEUE_NAME, agent_files.SECRETS_NAME):
             p = attempt_dir / name
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from launcher import agent as agent_files
 from launcher.backends.base import (Backend, BackendError, HostLostError, NoCapacityError,
                                     ProvisionRequest, RunSpec, RunState, RunStatus, SyncStats)
 from launcher.backends.local.backend import status_from_exit_code
@@ -49,7 +50,7 @@ _PROBE = ('cd {att} 2>/dev/null || {{ echo NODIR; exit 0; }}; '
           '[ -f exit_code ] && {{ echo "EXIT $(cat exit_code)"; exit 0; }}; '
           'pid=$(cat agent.pid 2>/dev/null || echo {pid}); '
           'grep -qs launcher.agent /proc/$pid/cmdline && ! grep -qs "^State:.*Z" /proc/$pid/status '
-          '&& {{ echo ALIVE; exit 0; }}; '
+          '&& {{ echo ALIVE; cat store.json 2>/dev/null; exit 0; }}; '
           '[ -f exit_code ] && echo "EXIT $(cat exit_code)" || echo GONE')
 
 
@@ -304,8 +305,9 @@ class SSHBackend(Backend):
         budget = max(0.5, min(self.probe_timeout, last + self.grace - now))
         try:
             remote = self._remote(node).open(timeout=budget)
-            out = remote.run(_PROBE.format(att=q(node["attempt_dir"]), pid=int(node.get("agent_pid") or 0)),
-                             timeout=budget).stdout.split()
+            text = remote.run(_PROBE.format(att=q(node["attempt_dir"]), pid=int(node.get("agent_pid") or 0)),
+                              timeout=budget).stdout
+            out = text.split()
         except BackendError as e:  # unreachable, timed out, refused: no answer either way
             self._drop(key)
             silent = self.clock() - last
@@ -318,7 +320,7 @@ class SSHBackend(Backend):
         if out[:1] == ["EXIT"] and len(out) > 1:
             return status_from_exit_code(int(out[1]))
         if out[:1] == ["ALIVE"]:
-            return RunStatus(RunState.RUNNING)
+            return RunStatus(RunState.RUNNING, store=agent_files.store_note(text.split("ALIVE", 1)[1]))
         where = "its attempt folder is gone" if out[:1] == ["NODIR"] else "the agent vanished without an exit code"
         return RunStatus(RunState.PREEMPTED, reason=f"machine lost: on {name}, {where}")
 

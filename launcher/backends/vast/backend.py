@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from launcher import state as st
+from launcher import daemon, state as st
 from launcher.backends.base import (Backend, BackendError, CredentialsError, HostLostError,
                                     NoCapacityError, ProvisionRequest, Quote, RunSpec, RunState,
                                     RunStatus, SyncStats)
@@ -51,7 +51,7 @@ from launcher.backends.ssh.pools import HostSpec
 from launcher.backends.vast import offers as of
 from launcher.backends.vast.client import OfferTaken, OutcomeUnknown, RateLimited, VastClient
 from launcher.backends.vast.config import VastSettings
-from launcher.backends.vast.ledger import Ledger
+from launcher.backends.vast.ledger import Entry, Ledger
 from launcher.backends.vast.states import EXITED, LOSSES, OFFLINE, verdict
 from launcher.errors import StateError
 
@@ -194,8 +194,10 @@ class VastBackend(Backend):
         label = f"{LABEL_PREFIX}:{req.job_id}:a{req.attempt}:{uuid.uuid4().hex[:8]}"
         bid = price if q.spot else None
         row = self.ledger.creating(req.job_id, req.attempt, label, of.offer_summary(offer), price, bid)
+        daemon.kill_point("vast:before-create", req.job_id)
         try:
             iid = self.client.create(offer["id"], image=image, disk_gb=q.disk_gb, label=label, bid_price=bid)
+            daemon.kill_point("vast:after-create", req.job_id)
         except (OfferTaken, RateLimited, CredentialsError) as e:  # a clear answer: nothing rented
             self.ledger.close(row, f"create refused: {e}", made=False)
             if not isinstance(e, OfferTaken):
@@ -362,7 +364,8 @@ class VastBackend(Backend):
                     errors.append(f"clean-up over SSH: {e}")
             if iid:
                 errors += self._destroy_row(row, iid, "terminated")
-        errors += self.sweep(handle.get("job_id"))
+        # A handle the supervisor wrote before provision returned carries only the run id.
+        errors += self.sweep(handle.get("job_id") or handle.get("run_id"))
         if errors:
             raise BackendError("; ".join(errors))
 
@@ -370,7 +373,13 @@ class VastBackend(Backend):
         """Destroy what may bill for ``job_id`` and for every job that is being cancelled or has
         ended: their open ledger rows (a row without an instance id is matched by its label in
         the instance list), and any listed instance with such a job's label that the ledger does
-        not know. Returns the errors (rows stay open for the next sweep)."""
+        not know. Returns the errors (rows stay open for the next sweep).
+
+        The caller holds ``job_id`` (its supervisor, or `launch down` without one), so a create
+        row of that job with no instance id is no call in flight here but one whose process died
+        during it: the sweep waits until its label is listed or ``create_settle`` seconds from
+        the call have passed, so nothing it made is left, and the next create of the job never
+        runs beside it."""
         errors: list[str] = []
         rows = [e for e in self.ledger.leaked() if e.job_id == job_id or job_stopping(e.job_id)]
         try:
@@ -384,12 +393,16 @@ class VastBackend(Backend):
             iid = e.instance_id
             if iid is None:  # a create call with no known outcome: look for its label
                 found = by_label.get(e.label)
-                if found is None:
-                    if listed is not None and time.time() - e.created > max(60.0, self.settings.settle):
-                        self.ledger.close(e.id, "create made no instance", made=False)
+                if found is not None:
+                    iid = int(found["id"])
+                    self.ledger.created(e.id, iid)
+                elif listed is not None:
+                    try:
+                        iid = self._created_by(e, wait=e.job_id == job_id)
+                    except BackendError as err:
+                        errors.append(str(err))
+                if iid is None:
                     continue
-                iid = int(found["id"])
-                self.ledger.created(e.id, iid)
                 known.add(iid)
             errors += self._destroy_row(e.id, iid, "swept")
         for r in listed or []:  # e.g. a create that failed and rented all the same
@@ -401,6 +414,25 @@ class VastBackend(Backend):
             self.ledger.note(row, "found by its label, unknown to the ledger")
             errors += self._destroy_row(row, iid, "swept")
         return errors
+
+    def _created_by(self, e: Entry, wait: bool) -> int | None:
+        """The instance of the open create row ``e`` once the API lists its label (recorded);
+        None when it made none: the row is closed once ``create_settle`` seconds have passed
+        since the call, and before that, unless ``wait``ing, it stays open (the call may still
+        be in flight elsewhere)."""
+        deadline = self.clock() + e.created + self.settings.create_settle - time.time()  # on our clock
+        while True:
+            if self.clock() >= deadline:
+                self.ledger.close(e.id, "create made no instance", made=False)
+                return None
+            if not wait:
+                return None
+            self.sleep(min(1.0, max(0.0, deadline - self.clock())))
+            found = self.client.find(e.label)
+            if found:
+                iid = int(found[0]["id"])
+                self.ledger.created(e.id, iid)
+                return iid
 
     def _destroy_row(self, row: int, iid: int, reason: str) -> list[str]:
         try:

@@ -22,6 +22,9 @@ variable                                  meaning                               
 ``LAUNCH_VAST_MIN_INET_DOWN``             least download bandwidth of an offer, Mb/s  100
 ``LAUNCH_VAST_SETTLE``                    seconds to wait for the API's word (a new   30
                                           instance to be listed, a lost one's state)
+``LAUNCH_VAST_CREATE_SETTLE``             seconds after a create call by which what   60
+                                          it made is listed: a create row of a dead
+                                          process is closed after that
 ``LAUNCH_VAST_API_PACE``                  scale of the API's rate limits we keep to   1
 ``LAUNCH_VAST_RATE_LIMIT_WAIT``           seconds of 429s before a call gives up      300
 ``VAST_URL``                              another API server (the SDK's variable)     console.vast.ai
@@ -62,6 +65,7 @@ class VastSettings:
     offers_tried: int = 3
     min_inet_down: float = 100.0
     settle: float = 30.0
+    create_settle: float = 60.0
     api_pace: float = 1.0
     rate_limit_wait: float = 300.0
     server_url: str | None = None
@@ -82,6 +86,7 @@ class VastSettings:
             offers_tried=max(1, int(env_float("LAUNCH_VAST_OFFERS_TRIED", d.offers_tried))),
             min_inet_down=env_float("LAUNCH_VAST_MIN_INET_DOWN", d.min_inet_down),
             settle=env_float("LAUNCH_VAST_SETTLE", d.settle),
+            create_settle=env_float("LAUNCH_VAST_CREATE_SETTLE", d.create_settle),
             api_pace=env_float("LAUNCH_VAST_API_PACE", d.api_pace),
             rate_limit_wait=env_float("LAUNCH_VAST_RATE_LIMIT_WAIT", d.rate_limit_wait),
             server_url=(os.environ.get("VAST_URL") or "").rstrip("/") or None,

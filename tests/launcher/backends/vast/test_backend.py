@@ -297,3 +297,43 @@ def test_rented_ssh_has_every_field_the_ssh_backend_sets(tmp_path, monkeypatch):
     monkeypatch.setenv("LAUNCH_SSH_POOLS", str(pools))
     monkeypatch.setenv("LAUNCH_SSH_CONFIG", str(tmp_path / "none"))
     assert set(vars(SSHBackend("ssh/p"))) == set(vars(RentedSSH()))
+
+
+def orphan_create(job="job-1", attempt=1):
+    """The ledger row of a create call whose process was killed during it: written, no id."""
+    label = f"launch:{job}:a{attempt}:dead0000"
+    return Ledger().creating(job, attempt, label, {"id": 0}, 0.5, 0.2), label
+
+
+def test_a_create_whose_process_died_is_waited_for_and_destroyed_before_the_next(backend, fake):
+    oid = fake.add_offer(HOST)
+    fake.add_offer(HOST, dph_total=0.9)
+    row, label = orphan_create()
+    calls = []
+
+    def sleep(s):  # the killed call's instance shows up while the sweep waits
+        calls.append(s)
+        if len(calls) == 1:
+            fake.create(oid, {"label": label})
+    backend.sleep = sleep
+    h = backend.provision(req(2))
+    [orphan] = [i for i, x in fake.instances.items() if x["label"] == label]
+    assert calls and fake.instances[orphan]["destroyed"] <= fake.instances[h["instance_id"]]["start_date"]
+    e = Ledger().entry(row)
+    assert (e.instance_id, e.state, e.reason) == (orphan, "destroyed", "swept")
+
+
+def test_a_create_whose_process_died_and_made_nothing_is_closed_after_the_settle_time(backend, fake):
+    from launcher.testing import FakeClock
+
+    fake.add_offer(HOST)
+    clock = FakeClock()
+    backend.clock, backend.sleep = clock.time, clock.sleep
+    row, _ = orphan_create()
+    other, _ = orphan_create("job-2")
+    backend.terminate({"option": 0, "run_id": "job-1"})  # a handle the supervisor wrote before provision
+    assert 59 <= sum(clock.slept) <= 60.5  # LAUNCH_VAST_CREATE_SETTLE, 60 s by default
+    e = Ledger().entry(row)
+    assert (e.state, e.reason) == ("not created", "create made no instance")
+    assert Ledger().entry(other).open  # another job's call may still be in flight: not waited for
+    assert fake.instances == {}
