@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher import contract
+from launcher.watch import machine as watch
 
 SPEC_NAME = "spec.json"
 SECRETS_NAME = "secrets.json"
@@ -132,6 +133,8 @@ class Agent:
             self.say(f"resuming from checkpoint step {got[0]} ({self.spec['store_uri']})")
         if self.store.exists(contract.METRICS_NAME):
             self.store.get_file(contract.METRICS_NAME, str(self.out_dir / contract.METRICS_NAME))
+        if self.rank == 0:
+            watch.record_start(self, None if got is None else got[0])
 
     def sync_checkpoints(self) -> None:
         """Upload the newest committed local checkpoint if the store lacks it. Older ones that
@@ -162,6 +165,8 @@ class Agent:
         metrics = self.out_dir / contract.METRICS_NAME
         if self.rank == 0 and metrics.exists():
             checkpoints.sync_file_up(self.store, str(metrics), contract.METRICS_NAME)
+        if self.rank == 0 and (self.dir / contract.SAMPLES_NAME).exists():
+            checkpoints.sync_file_up(self.store, str(self.dir / contract.SAMPLES_NAME), contract.SAMPLES_NAME)
         if final and self.rank == 0:
             outputs = self.store.child(contract.OUTPUTS_PREFIX)
             for p in sorted(self.out_dir.rglob("*")):
@@ -230,6 +235,15 @@ class Agent:
             return EXIT_AGENT_ERROR
         env = self.env()
         cwd = self.spec.get("workdir") or str(self.dir)
+        if watch.preflight(self, env):
+            return self._finish(contract.EXIT_PREFLIGHT, "preflight")
+        sampler = watch.start_sampling(self)
+        try:
+            return self._phases(env, cwd)
+        finally:
+            sampler.stop()
+
+    def _phases(self, env: dict[str, str], cwd: str) -> int:
         for phase in ("setup", "run"):
             script = self.spec.get(phase)
             if not script:

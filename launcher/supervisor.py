@@ -185,7 +185,7 @@ class Supervisor:
             if stats.files_sent or stats.files_skipped:
                 self.state.event(self.job_id, "sync", f"attempt {n}: workdir synced, {stats.files_sent}"
                                  f" files ({stats.bytes_sent} bytes) sent, {stats.files_skipped} unchanged")
-            self.backend.start_run(handle, self._run_spec(job, n))
+            self.backend.start_run(handle, self._run_spec(job, n, res))
         except Cancelled:
             self._end_attempt(n, handle, "CANCELLED", "cancelled while starting")
             raise
@@ -208,14 +208,16 @@ class Supervisor:
         self.state.transition(self.job_id, st.RUNNING, f"attempt {n} on {handle.get('host', '?')}")
         return handle
 
-    def _run_spec(self, job: st.Job, n: int) -> RunSpec:
+    def _run_spec(self, job: st.Job, n: int, res: dict[str, Any] | None = None) -> RunSpec:
         secrets = dict(self.secrets)
         if job.store_uri.startswith("s3://"):
             secrets.update({k: os.environ[k] for k in STORE_CREDENTIAL_VARS if os.environ.get(k)})
         return RunSpec(job_id=job.run_id, attempt=n, run=self.task.run or "true", setup=self.task.setup,
                        envs=self.task.env_strings(), secrets=secrets, store_uri=job.store_uri,
                        keep_last=int(job.options.get("keep_last", 3)),
-                       sync_interval=float(job.options.get("sync_interval", 5.0)))
+                       sync_interval=float(job.options.get("sync_interval", 5.0)),
+                       accelerators=(res or {}).get("accelerators") if self.backend.preflight_accelerators else None,
+                       sample_interval=float(job.options.get("sample_interval", 10.0)))
 
     def _watch(self, n: int, handle: dict[str, Any]) -> Event:
         option = int(handle.get("option", 0))

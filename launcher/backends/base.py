@@ -107,6 +107,8 @@ class RunSpec:
     deadline: float | None = None  # unix time by which the run must checkpoint and stop
     sync_interval: float = 5.0  # seconds between log/metrics uploads
     stop_grace: float = 300.0  # after the notice, how long the run may take to checkpoint and exit
+    accelerators: Any = None  # the option's accelerators, checked on the machine before the run
+    sample_interval: float = 10.0  # seconds between machine samples (gpu.jsonl)
 
     def public_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -125,6 +127,9 @@ class Backend(ABC):
     """A provider. Implementations live in ``launcher/backends/<name>/backend.py``."""
 
     name: str = "base"
+    # The agent checks on the machine, before the run, that it has the task's accelerators
+    # (``launcher.watch.preflight``); a machine without them ends the attempt as a setup failure.
+    preflight_accelerators: bool = True
 
     @abstractmethod
     def provision(self, req: ProvisionRequest) -> dict[str, Any]:
