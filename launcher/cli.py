@@ -85,7 +85,11 @@ def cli(ctx, debug):
 @click.option("--store", help="Checkpoint store root (s3://bucket/prefix or file:///path). "
               "Overrides LAUNCH_STORE and the task's /checkpoints mount.")
 @click.option("--keep-last", default=3, show_default=True, help="Checkpoints kept in the store (plus the best).")
-def up(task, infra, detach, chaos_spec, name, envs, secrets, store, keep_last):
+@click.option("--stall-after", metavar="DURATION",
+              help="A run with no new metrics line for this long is hung: it is killed and relaunched "
+                   "like a preemption (e.g. 15m; 0 turns it off). Default: 20x the observed time "
+                   "between metrics lines, at least 5 min.")
+def up(task, infra, detach, chaos_spec, name, envs, secrets, store, keep_last, stall_after):
     """Launch TASK (a SkyPilot task YAML) and follow its logs until it ends.
 
     Ctrl-C stops following; the job goes on. Exits 0 when the job succeeded.
@@ -96,8 +100,13 @@ def up(task, infra, detach, chaos_spec, name, envs, secrets, store, keep_last):
     # leaves no job and no store folder behind.
     sub = jobs.prepare(task, infra=infra, store=store, envs=envs, chaos_spec=chaos_spec, name=name,
                        secrets=secrets)
+    options = {"keep_last": keep_last}
+    if stall_after is not None:
+        from launcher.watch.monitor import parse_duration
+
+        options["stall_after"] = parse_duration(stall_after)
     state = _state()
-    job = jobs.submit(sub, state, options={"keep_last": keep_last})
+    job = jobs.submit(sub, state, options=options)
     drills = f", fire drills {sub.chaos}" if sub.chaos else ""
     _err(f"Job {job.id} ({job.run_id}) submitted on {job.infra}{drills}.")
     _err(f"Checkpoints: {job.store_uri}")

@@ -16,13 +16,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from launcher import chaos, state as st
+from launcher import chaos, contract, state as st
 from launcher.backends import get_backend
 from launcher.backends.base import (Backend, BackendError, CredentialsError, HostLostError,
                                     NoCapacityError, ProvisionRequest, RunSpec, RunState, RunStatus)
 from launcher.progress import fraction_done
 from launcher.recovery import Action, Event, History, Outcome, Policy, decide
 from launcher.task import Task, parse_task
+from launcher.watch.monitor import Monitor
 
 _STATUS_OUTCOME = {RunState.SUCCEEDED: Outcome.SUCCEEDED, RunState.FAILED: Outcome.FAILED,
                    RunState.PREEMPTED: Outcome.PREEMPTED}
@@ -72,6 +73,7 @@ class Supervisor:
         self.drills = chaos.parse_chaos(job.options.get("chaos"))
         self.secrets = self._secrets(secrets or {})
         self._last_progress = 0.0
+        self.monitor = Monitor.for_job(state, job, clock)
 
     def _secrets(self, given: dict[str, str]) -> dict[str, str]:
         """The task's secret values: as handed over, else from this process's environment."""
@@ -222,6 +224,7 @@ class Supervisor:
     def _watch(self, n: int, handle: dict[str, Any]) -> Event:
         option = int(handle.get("option", 0))
         drill_fired = ""
+        run_started = self.state.attempt(self.job_id, n).run_started or self.clock()
         while True:
             try:
                 self._check_cancel()
@@ -237,10 +240,19 @@ class Supervisor:
                 return self._finished(n, handle, status, option, drill_fired)
             drill_fired = self._fire_due_drill(n, handle) or drill_fired
             self._update_progress()
+            stalled = self.monitor.tick(n, run_started, self.state.job(self.job_id).progress)
+            if stalled is not None:  # alive but hung: kill it; its last checkpoint is in the store
+                self._end_attempt(n, handle, "STALLED", stalled.message)
+                return Event(Outcome.STALLED, reason=stalled.message, option=option,
+                             ran_for=self.clock() - run_started)
             self.sleep(self.poll_interval)
 
     def _finished(self, n: int, handle: dict, status: RunStatus, option: int, drill: str) -> Event:
         reason = f"fire drill {drill}: {status.reason}" if drill and status.state is RunState.PREEMPTED else status.reason
+        if status.exit_code == contract.EXIT_PREFLIGHT:  # the machine lacks the task's accelerators
+            reason = f"preflight: {self.monitor.preflight_reason(n) or 'the machine lacks the accelerators'}"
+            self._end_attempt(n, handle, "SETUP_FAILED", reason, status.exit_code)
+            return Event(Outcome.SETUP_FAILED, status.exit_code, reason, option)
         self._end_attempt(n, handle, status.state.value, reason, status.exit_code)
         self._update_progress(force=True)
         a = self.state.attempt(self.job_id, n)
@@ -254,6 +266,7 @@ class Supervisor:
             self.state.event(self.job_id, "warning", f"attempt {n}: terminate failed: {e}")
         self.state.set_attempt(self.job_id, n, state=state, reason=reason, exit_code=exit_code,
                                ended=self.clock())
+        self.monitor.attempt_ended(n, state, reason, exit_code)
         self.state.event(self.job_id, "attempt", f"attempt {n} {state.lower()}: {reason}")
 
     # --- fire drills and progress --------------------------------------------------------------
