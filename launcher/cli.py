@@ -24,6 +24,8 @@ Examples:
                                                        # the same, at 30% and 60% of the steps
   launch up tasks/imagenet.yaml --infra ssh/lab -d     # on an SSH pool, detached
   launch up tasks/quickstart.yaml --env EPOCHS=2 --name qs-short
+  launch up tasks/imagenet.yaml --notify ntfy://my-topic --notify-on alert,failed,succeeded
+  launch up tasks/imagenet.yaml --stall-after 20m    # a run with no new step for 20 min is hung
 \b
 --chaos SPEC is a comma list of KIND@TIME. KIND is 'term' (a preemption notice: SIGTERM, the
 trainer saves and exits) or 'kill' (the machine vanishes: SIGKILL, no notice). TIME counts the
@@ -89,7 +91,15 @@ def cli(ctx, debug):
               help="A run with no new metrics line for this long is hung: it is killed and relaunched "
                    "like a preemption (e.g. 15m; 0 turns it off). Default: 20x the observed time "
                    "between metrics lines, at least 5 min.")
-def up(task, infra, detach, chaos_spec, name, envs, secrets, store, keep_last, stall_after):
+@click.option("--notify", "notify_urls", multiple=True, metavar="URL",
+              help="Send the job's events to this apprise URL (repeatable): slack://..., "
+                   "discord://..., ntfy://topic, mailto://..., json://host/path. Default: "
+                   "LAUNCH_NOTIFY, else $LAUNCH_HOME/notify.yaml. Kept secret, never stored.")
+@click.option("--notify-on", metavar="EVENTS",
+              help="Which events to send, comma-separated, from: submitted, running, preempted, "
+                   "recovered, alert, succeeded, failed, cancelled (default: all).")
+def up(task, infra, detach, chaos_spec, name, envs, secrets, store, keep_last, stall_after,
+       notify_urls, notify_on):
     """Launch TASK (a SkyPilot task YAML) and follow its logs until it ends.
 
     Ctrl-C stops following; the job goes on. Exits 0 when the job succeeded.
@@ -105,11 +115,22 @@ def up(task, infra, detach, chaos_spec, name, envs, secrets, store, keep_last, s
         from launcher.watch.monitor import parse_duration
 
         options["stall_after"] = parse_duration(stall_after)
+    from launcher.watch import notify
+
+    urls = notify.resolve_urls(notify_urls)
+    if notify_on:
+        options["notify_on"] = notify.resolve_events(notify_on)
+    if urls:
+        notify.check_urls(urls)
+        notify.resolve_events()  # a bad filter in the environment or notify.yaml: say so now
+        sub.secrets = {**sub.secrets, notify.SECRET_KEY: "\n".join(urls)}
     state = _state()
     job = jobs.submit(sub, state, options=options)
     drills = f", fire drills {sub.chaos}" if sub.chaos else ""
     _err(f"Job {job.id} ({job.run_id}) submitted on {job.infra}{drills}.")
     _err(f"Checkpoints: {job.store_uri}")
+    if urls:
+        _err(f"Notifications: {len(urls)} URL(s), events: {', '.join(options.get('notify_on') or notify.resolve_events())}")
     if detach:
         _err(f"To stream logs: launch logs {job.id} -f\nTo see its state: launch status {job.id}")
         return

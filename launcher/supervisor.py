@@ -331,12 +331,17 @@ def main(argv: list[str] | None = None) -> int:
     job = state.job(job_id)
     if job.terminal:
         return 0
+    from launcher.watch import notify
+
+    notifier = notify.for_supervisor(state, job, secrets).start()
     try:
         sup = Supervisor(state, job_id, secrets=secrets)
         final = sup.run()
     except Exception as e:
         state.event(job_id, "error", f"supervisor crashed: {e!r}")
         raise
+    finally:
+        notifier.stop()
     print(f"job {job_id} {final}", flush=True)
     return 0
 

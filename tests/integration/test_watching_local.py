@@ -6,6 +6,7 @@ here) receives the alert and the success, each naming the job, the attempt and t
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,12 @@ from pathlib import Path
 import pytest
 
 from launcher import contract
+from launcher.testing import load_by_path
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
+Webhook = load_by_path(REPO / "tests" / "launcher" / "watch" / "webhook.py", "watch_webhook").Webhook
+SECRET = "hook-tok-81c2e7"
 
 
 def launch(*args, env=None, timeout=600, ok=True):
@@ -33,7 +37,10 @@ name: hang
 workdir: {REPO}
 run: python -m launcher.testing toy --steps 16 --step-time 0.3 --hang-at 8
 """)
-    r = launch("up", str(task), "--stall-after", "15s")
+    with Webhook() as hook:
+        r = launch("up", str(task), "--stall-after", "15s", "--notify", hook.url(SECRET),
+                   "--notify-on", "alert,recovered,succeeded")
+        got = hook.wait_for(lambda rs: any(m["title"].endswith("succeeded") for m in rs))
     (job,) = json.loads(launch("status", "--json").stdout)
     assert job["state"] == "SUCCEEDED", r.stderr[-2000:]
     first, second = job["attempts"]
@@ -47,3 +54,15 @@ run: python -m launcher.testing toy --steps 16 --step-time 0.3 --hang-at 8
     assert (prefix / contract.DONE_NAME).exists()
     end = json.loads((prefix / "logs" / "attempt-1.end.json").read_text())
     assert end["state"] == "STALLED"
+    # The webhook got the alert and the success, each naming the job, the attempt and the reason.
+    by_event = {m["title"].split()[-1]: m for m in got}
+    assert set(by_event) == {"alert", "recovered", "succeeded"}, got
+    alert, done = by_event["alert"]["message"], by_event["succeeded"]["message"]
+    assert f"job hang ({job['run_id']}), attempt 1" in alert and "reason: no training progress for" in alert
+    assert f"job hang ({job['run_id']}), attempt 2" in done and "reason: run exited 0" in done
+    # The URL is a secret: not in the state, the store, the supervisor's log or status --json.
+    home = Path(os.environ["LAUNCH_HOME"])
+    for p in [*home.rglob("*"), *prefix.rglob("*")]:
+        if p.is_file():
+            assert SECRET.encode() not in p.read_bytes(), p
+    assert SECRET not in launch("status", "--json").stdout + r.stderr + r.stdout
