@@ -186,15 +186,26 @@ def _estimate(e: dict) -> str:
     return text
 
 
-@cli.command(epilog="\b\nExamples:\n  launch status\n  launch status 3\n  launch status --json | jq '.[0].attempts'")
+@cli.command(epilog="\b\nExamples:\n  launch status\n  launch status 3\n  launch status -w          # live, until the jobs end"
+                    "\n  launch status --json | jq '.[0].attempts'")
 @click.argument("job", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: a list of jobs with their attempts.")
-def status(job, as_json):
+@click.option("-w", "--watch", is_flag=True, help="A live table (GPU, steps/s, alerts), refreshed until the jobs shown end.")
+def status(job, as_json, watch):
     """Jobs, their attempts, progress and cost so far (or one JOB in detail)."""
     from launcher import jobs
 
     state = _state()
     selected = [state.job(job)] if job else state.jobs()
+    if watch:
+        from launcher.watch.show import live
+
+        ids = [j.id for j in selected]
+        try:
+            live(lambda: [jobs.describe(state, state.job(i)) for i in ids], _progress)
+        except KeyboardInterrupt:
+            pass
+        return
     docs = [jobs.describe(state, j) for j in selected]
     if as_json:
         click.echo(json.dumps(docs, indent=1))
@@ -214,6 +225,13 @@ def status(job, as_json):
         click.echo(f"\nstore: {d['store']}\nreason: {d['reason'] or '-'}")
         if d.get("estimate"):
             click.echo(f"estimate: {_estimate(d['estimate'])}")
+        if d["watch"] and not d["ended"]:
+            from launcher.watch.show import gpu_line, rate
+
+            w = d["watch"]
+            click.echo(f"throughput: {rate(w)}\nmachine: {gpu_line(w.get('gpu'))}")
+            if w.get("alerts"):
+                click.echo(f"alerts: {', '.join(w['alerts'])}")
         click.echo("attempts:")
         for a in d["attempts"]:
             extra = f" (+{a['provider_recoveries']} recoveries by the provider)" if a["provider_recoveries"] else ""

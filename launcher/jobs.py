@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from launcher import chaos, daemon, state as st, task_rules
 from launcher.contract import CHECKPOINT_MOUNT
 from launcher.errors import InfraError, LaunchError, TaskError
+from launcher.watch.monitor import read_summary
 
 if TYPE_CHECKING:
     from launcher.task import Task
@@ -234,4 +235,6 @@ def describe(state: st.State, job: st.Job) -> dict[str, Any]:
         "estimate": None if job.terminal else estimate(job, attempts),
         "cost": round(sum(a.cost() for a in attempts), 6),
         "attempts": [a.to_dict() for a in attempts],
+        # The supervisor's last look (launcher.watch.monitor): GPU sample, steps/s, alerts.
+        "watch": read_summary(job.id),
     }
