@@ -274,10 +274,12 @@ def down(job_ids):
 def _register_optional_groups() -> None:
     """Commands kept in their own modules (each imports its SDK only when it runs)."""
     from launcher.commands.plan import plan
+    from launcher.commands.plot import plot
     from launcher.commands.store import store
 
     cli.add_command(store)
     cli.add_command(plan)
+    cli.add_command(plot)
 
 
 def main() -> None:

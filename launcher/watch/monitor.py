@@ -177,7 +177,8 @@ class Monitor:
                 return
             doc = {"attempt": n, "state": state, "reason": reason, "exit_code": exit_code,
                    "host": a.host, "started": a.started, "run_started": a.run_started,
-                   "ended": a.ended, "price_per_hour": a.price_per_hour, "cost": round(a.cost(), 6)}
+                   "ended": a.ended, "price_per_hour": a.price_per_hour, "cost": round(a.cost(), 6),
+                   "last_step": (self.state.job(self.job_id).progress or {}).get("step")}
             store.child(contract.LOGS_PREFIX).put_bytes(f"attempt-{n}.end.json", json.dumps(doc).encode())
         except Exception as e:  # the store may be unreachable; the state still has it all
             self.state.event(self.job_id, "warning", f"attempt {n}: could not record its end in the store: {e}")

@@ -66,3 +66,9 @@ run: python -m launcher.testing toy --steps 16 --step-time 0.3 --hang-at 8
         if p.is_file():
             assert SECRET.encode() not in p.read_bytes(), p
     assert SECRET not in launch("status", "--json").stdout + r.stderr + r.stdout
+    # `launch plot` tells the same story from the store alone.
+    plot = json.loads(launch("plot", job["store"], "--json").stdout)
+    assert [a["ended_as"] for a in plot["attempts"]] == ["stalled", "succeeded"]
+    assert plot["attempts"][1]["resumed_step"] == 8 and plot["done"]
+    launch("plot", str(job["id"]), "-o", str(tmp_path / "hang.png"))
+    assert (tmp_path / "hang.png").stat().st_size > 10_000
