@@ -251,6 +251,7 @@ class Supervisor:
         reason = f"fire drill {drill}: {status.reason}" if drill and status.state is RunState.PREEMPTED else status.reason
         if status.exit_code == contract.EXIT_PREFLIGHT:  # the machine lacks the task's accelerators
             reason = f"preflight: {self.monitor.preflight_reason(n) or 'the machine lacks the accelerators'}"
+            self.backend.set_aside(handle, reason)
             self._end_attempt(n, handle, "SETUP_FAILED", reason, status.exit_code)
             return Event(Outcome.SETUP_FAILED, status.exit_code, reason, option)
         self._end_attempt(n, handle, status.state.value, reason, status.exit_code)

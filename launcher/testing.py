@@ -60,12 +60,13 @@ _OUTCOMES = {
     "lost": RunStatus(RunState.PREEMPTED, None, "machine lost"),
     "failed": RunStatus(RunState.FAILED, 1, "exit code 1"),
     "failed_final": RunStatus(RunState.FAILED, 1, "exit code 1", final=True),  # provider retried already
+    "preflight": RunStatus(RunState.FAILED, contract.EXIT_PREFLIGHT, "exit code 78"),  # no GPU there
 }
 
 
 class FakeBackend(Backend):
     """Scripted attempts. Each script item is an outcome name (``succeeded``, ``preempted``,
-    ``lost``, ``failed``, ``failed_final``, ``no_capacity``, ``hung``); a run stays RUNNING for
+    ``lost``, ``failed``, ``failed_final``, ``no_capacity``, ``hung``, ``preflight``); a run stays RUNNING for
     ``polls_per_run`` polls (a ``hung`` one until it is terminated)."""
 
     name = "fake"

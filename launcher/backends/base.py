@@ -175,6 +175,11 @@ class Backend(ABC):
         """Stop everything of the attempt and release the machine. A machine that is already
         gone counts as success; always safe to call twice."""
 
+    def set_aside(self, handle: dict[str, Any], reason: str) -> None:
+        """The machine failed its preflight (``reason``): keep it out of the next provisions for
+        a while. Called before ``terminate``; a rented machine is destroyed by that anyway, so the
+        default does nothing."""
+
     def cost_per_hour(self, handle: dict[str, Any]) -> float:
         """$/h of the machine behind the handle (0 for machines we do not pay for by the hour)."""
         return float(handle.get("price_per_hour", 0.0) or 0.0)
