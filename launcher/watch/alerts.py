@@ -44,16 +44,18 @@ class Alert:
 
 
 def step_time(steps: list[tuple[float, float]]) -> float | None:
-    """Seconds per step from ``(seen_at, step)`` observations of one attempt (oldest first):
-    the time between the first observation and the last one that brought a new step, over the
-    steps made. None until the attempt has made progress."""
-    if len(steps) < 2:
+    """Seconds per step from ``(seen_at, step)`` observations of one attempt (oldest first),
+    between the times each new step was first seen. Counted from the first progress on once
+    there are two, so a long start (setup, a data download) does not inflate it; None until the
+    attempt has made progress."""
+    firsts: list[tuple[float, float]] = []
+    for t, s in steps:
+        if not firsts or s > firsts[-1][1]:
+            firsts.append((t, s))
+    if len(firsts) < 2:
         return None
-    t0, s0 = steps[0]
-    changed = last_change(steps)
-    if changed is None or changed[1] <= s0:
-        return None
-    return max(0.0, changed[0] - t0) / (changed[1] - s0)
+    (t0, s0), (t1, s1) = (firsts[1] if len(firsts) > 2 else firsts[0]), firsts[-1]
+    return max(0.0, t1 - t0) / (s1 - s0)
 
 
 def last_change(steps: list[tuple[float, float]]) -> tuple[float, float] | None:

@@ -107,3 +107,8 @@ def test_an_alert_is_raised_once_until_it_clears():
     _, active = changes([], active)
     new, _ = changes(hot, active)
     assert kinds(new) == ["hot:0"]
+
+
+def test_a_long_start_does_not_inflate_the_step_time():
+    steps = [(T0, 0), (T0 + 600, 1), (T0 + 601, 2), (T0 + 602, 3)]  # 10 min of setup, then 1 s a step
+    assert step_time(steps) == 1.0
