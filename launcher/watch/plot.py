@@ -18,7 +18,7 @@ from typing import Any
 
 from launcher import contract
 
-SKIP_KEYS = {"step", "epoch", "seq", "time", "ts", "total_steps", "total_epochs", "attempt", "lr"}
+SKIP_KEYS = {"step", "epoch", "seq", "time", "ts", "wall", "total_steps", "total_epochs", "attempt", "lr"}
 PREFERRED = ("loss", "train_loss", "val_loss", "val_acc", "accuracy", "acc", "psnr")
 
 
@@ -70,23 +70,44 @@ def _attempt_records(store) -> dict[int, dict[str, Any]]:
     return found
 
 
+def _numeric(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def metric_keys(lines: list[dict[str, Any]]) -> list[str]:
-    """Numeric metrics in the lines, the usual ones first (at most three)."""
+    """Numeric metrics in the lines, the usual ones first."""
     seen: dict[str, int] = {}
     for rec in lines:
         for k, v in rec.items():
-            if k not in SKIP_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool):
+            if k not in SKIP_KEYS and _numeric(v):
                 seen[k] = seen.get(k, 0) + 1
-    keys = sorted(seen, key=lambda k: (PREFERRED.index(k) if k in PREFERRED else len(PREFERRED), -seen[k], k))
-    return keys[:3]
+    return sorted(seen, key=lambda k: (PREFERRED.index(k) if k in PREFERRED else len(PREFERRED), -seen[k], k))
+
+
+def panels(keys: list[str], most: int = 3) -> list[list[str]]:
+    """Metrics grouped by what they measure (``loss``, ``train_loss``, ``val_loss`` share one
+    panel), the usual ones first, at most ``most`` panels."""
+    groups: dict[str, list[str]] = {}
+    for k in keys:
+        groups.setdefault(k.rsplit("_", 1)[-1], []).append(k)
+    return list(groups.values())[:most]
+
+
+def series(lines: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:
+    """``(step, value)`` of one metric, one per step, the last written winning (a resumed run
+    that does not cut the file writes the recomputed steps again)."""
+    latest: dict[float, float] = {}
+    for rec in lines:
+        if _numeric(rec.get("step")) and _numeric(rec.get(key)):
+            latest[float(rec["step"])] = float(rec[key])
+    return sorted(latest.items())
 
 
 def by_step(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One line per step, the last written winning (a resumed run that does not cut the file
-    writes the recomputed steps again)."""
+    """The last line written for each step."""
     latest: dict[float, dict[str, Any]] = {}
     for rec in lines:
-        if isinstance(rec.get("step"), (int, float)):
+        if _numeric(rec.get("step")):
             latest[float(rec["step"])] = rec
     return [latest[s] for s in sorted(latest)]
 
@@ -105,6 +126,8 @@ def gather(store) -> dict[str, Any]:
         reached = max((x for x in (end.get("last_step"), nxt.get("metrics_top_step")) if x is not None),
                       default=None)
         resumed_next = nxt.get("resumed_step") if nxt else None
+        if resumed_next is not None:  # a checkpoint written at the notice is past the last read
+            reached = max(float(resumed_next), float(reached if reached is not None else 0))
         recomputed = None
         if reached is not None and nxt:
             recomputed = max(0.0, float(reached) - float(resumed_next or 0))
@@ -118,7 +141,7 @@ def gather(store) -> dict[str, Any]:
             "price_per_hour": float(end.get("price_per_hour") or 0.0), "samples": len(own),
         })
     steps = by_step(lines)
-    return {"attempts": attempts, "metrics": metric_keys(steps), "metric_lines": len(lines),
+    return {"attempts": attempts, "metrics": metric_keys(lines), "metric_lines": len(lines),
             "steps": len(steps), "last": steps[-1] if steps else None, "samples": len(samples),
             "gpus": sorted({g.get("name", "?") for s in samples for g in s.get("gpus") or []}),
             "recomputed_steps": sum(a["recomputed_steps"] or 0 for a in attempts),
@@ -140,20 +163,24 @@ def draw(store, data: dict[str, Any], path: str, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = by_step(_jsonl(store, contract.METRICS_NAME))
+    lines = _jsonl(store, contract.METRICS_NAME)
     samples = _jsonl(store, contract.SAMPLES_NAME)
     attempts = data["attempts"]
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     colour = {a["number"]: colours[i % len(colours)] for i, a in enumerate(attempts)}
-    keys = data["metrics"] or []
-    fig, axes = plt.subplots(len(keys) + 1 if keys else 2, 1, figsize=(10, 3.0 * (len(keys) + 1) + 0.6),
-                             squeeze=False)
+    groups = panels(data["metrics"] or [])
+    fig, axes = plt.subplots(len(groups) + 1 if groups else 2, 1, squeeze=False,
+                             figsize=(10, 3.0 * (len(groups) + 1) + 0.6))
     axes = axes[:, 0]
-    for ax, key in zip(axes, keys):
-        for a in attempts or [{"number": 1}]:
-            pts = [(r["step"], r[key]) for r in steps if key in r and _attempt_of_step(r["step"], attempts) == a["number"]]
-            if pts:
-                ax.plot(*zip(*pts), ".-", ms=3, lw=1, color=colour.get(a["number"]), label=f"attempt {a['number']}")
+    marks = ("o-", "s--", "^:")
+    for ax, keys in zip(axes, groups):
+        for key, mark in zip(keys, marks):
+            pts = series(lines, key)
+            for a in attempts or [{"number": 1}]:
+                own = [p for p in pts if _attempt_of_step(p[0], attempts) == a["number"]]
+                if own:
+                    ax.plot(*zip(*own), mark, ms=3, lw=1, color=colour.get(a["number"]),
+                            label=f"{key}, attempt {a['number']}" if len(keys) > 1 else f"attempt {a['number']}")
         for i, a in enumerate(attempts[:-1]):
             nxt = attempts[i + 1]
             at = nxt["resumed_step"] or 0
@@ -162,16 +189,16 @@ def draw(store, data: dict[str, Any], path: str, title: str) -> None:
                 ax.axvspan(at, a["reached_step"], color="red", alpha=0.12, lw=0)
             ax.annotate(f"{a['ended_as']}", (at, 1.0), xycoords=("data", "axes fraction"),
                         rotation=90, va="top", ha="right", fontsize=8)
-        ax.set_ylabel(key)
+        ax.set_ylabel(" / ".join(keys))
         ax.grid(alpha=0.3)
-    if keys:
-        axes[0].legend(fontsize=8, loc="best")
-        axes[len(keys) - 1].set_xlabel("step (shaded: recomputed after a resume)")
+        ax.legend(fontsize=7, loc="best", ncol=len(keys))
+    if groups:
+        axes[len(groups) - 1].set_xlabel("step (shaded: recomputed after a resume)")
     ax = axes[-1]
     t0 = min((s["ts"] for s in samples), default=0.0)
-    series = [("util", "GPU util %"), ("temp_c", "GPU °C"), ("mem_pct", "GPU memory %")]
+    gpu_series = [("util", "GPU util %"), ("temp_c", "GPU °C"), ("mem_pct", "GPU memory %")]
     drew = False
-    for key, label in series:
+    for key, label in gpu_series:
         pts = []
         for s in samples:
             for g in s.get("gpus") or []:

@@ -73,21 +73,24 @@ class ProcessSampler:
         if self.psutil is None:
             return _proc_fallback()
         ps = self.psutil
-        cpu, rss = 0.0, 0
+        cpu, rss, known = 0.0, 0, 0
         seen = set()
         for p in ps.process_iter(["pid"]):
             try:
                 if pgid is None or os.getpgid(p.pid) != pgid:
                     continue
+                known += p.pid in self._procs
                 proc = self._procs.setdefault(p.pid, p)  # cpu_percent counts from the last call
                 seen.add(p.pid)
-                cpu += proc.cpu_percent(None)
+                cpu += proc.cpu_percent(None)  # 0.0 at a process's first call: no interval yet
                 rss += proc.memory_info().rss
             except (ps.Error, OSError):
                 continue
         self._procs = {k: v for k, v in self._procs.items() if k in seen}
-        return {"cpu_percent": round(cpu, 1), "rss_mb": round(rss / MB, 1),
-                "ram_percent": ps.virtual_memory().percent}
+        out = {"rss_mb": round(rss / MB, 1), "ram_percent": ps.virtual_memory().percent}
+        if known:
+            out["cpu_percent"] = round(cpu, 1)
+        return out
 
 
 def _proc_fallback() -> dict[str, Any]:

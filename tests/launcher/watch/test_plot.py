@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from launcher.cli import _register_optional_groups, cli
 from launcher.store import open_store
-from launcher.watch.plot import gather, how_it_ended
+from launcher.watch.plot import gather, how_it_ended, panels
 
 T0 = 1_700_000_000.0
 
@@ -86,3 +86,8 @@ def test_plot_of_an_empty_store_is_a_one_line_error(tmp_path):
     assert r.exit_code == 1 and "no metrics.jsonl and no attempt records" in r.output
     r = CliRunner().invoke(cli, ["plot", "42"])
     assert r.exit_code == 1 and "No job '42'" in r.output
+
+
+def test_related_metrics_share_a_panel():
+    assert panels(["loss", "val_loss", "val_acc", "train_loss", "psnr", "lr_scale"]) == [
+        ["loss", "val_loss", "train_loss"], ["val_acc"], ["psnr"]]

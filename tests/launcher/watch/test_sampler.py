@@ -22,7 +22,9 @@ def test_sample_reads_every_gpu_and_the_run(fake_nvml, monkeypatch):
     g = rec["gpus"][0]
     assert g == {"index": 0, "name": "NVIDIA A100-SXM4-80GB", "util": 97, "temp_c": 71, "power_w": 301.2,
                  "mem_used_mb": 30720.0, "mem_total_mb": 81920.0}
-    assert rec["rss_mb"] > 0 and "cpu_percent" in rec  # this process is in our own group
+    assert rec["rss_mb"] > 0  # this process is in our own group
+    assert "cpu_percent" not in rec  # a first reading has no interval to measure over
+    assert s.sample(pgid=os.getpgid(0))["cpu_percent"] >= 0
 
 
 def test_a_reading_the_gpu_lacks_is_left_out(fake_nvml, monkeypatch):
