@@ -197,7 +197,7 @@ def status(job, as_json, watch):
 
     state = _state()
     selected = [state.job(job)] if job else state.jobs()
-    if watch:
+    if watch and selected:
         from launcher.watch.show import live
 
         ids = [j.id for j in selected]
