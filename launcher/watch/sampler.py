@@ -8,7 +8,9 @@ in the job's store folder, e.g.::
      "gpus": [{"index": 0, "name": "NVIDIA A100", "util": 97, "mem_used_mb": 30000.0,
                "mem_total_mb": 40960.0, "temp_c": 71, "power_w": 301.2}]}
 
-Without NVML (no driver, no nvidia-ml-py) ``gpus`` is empty and the agent says so once.
+Without NVML (no driver, no nvidia-ml-py) ``gpus`` is empty and the agent says so once. The run's
+CPU and RAM come from psutil where it is installed, else the machine's load and memory from /proc;
+a process's first CPU reading is left out (psutil needs an interval).
 """
 
 from __future__ import annotations
