@@ -90,7 +90,7 @@ def cli(ctx, debug):
 @click.option("--stall-after", metavar="DURATION",
               help="A run with no new metrics line for this long is hung: it is killed and relaunched "
                    "like a preemption (e.g. 15m; 0 turns it off). Default: 20x the observed time "
-                   "between metrics lines, at least 5 min.")
+                   "between metrics lines and 2x the longest gap seen, at least 10 min.")
 @click.option("--notify", "notify_urls", multiple=True, metavar="URL",
               help="Send the job's events to this apprise URL (repeatable): slack://..., "
                    "discord://..., ntfy://topic, mailto://..., json://host/path. Default: "

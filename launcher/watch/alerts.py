@@ -9,7 +9,8 @@ few lines of data in the tests.
               loader, a stuck collective, a frozen mount); the supervisor relaunches it
 
 The stall time is ``stall_after`` when given (0 turns the check off), else a generous multiple of
-the observed step time (``stall_factor`` x), never less than ``stall_min`` (5 min). Without a
+the observed step time (``stall_factor`` x) and twice the longest quiet gap already seen in the
+job (an evaluation, a checkpoint of a big model), never less than ``stall_min`` (10 min). Without a
 given time the check starts once the attempt has made two steps, so a long first setup or data
 download is never taken for a hang.
 """
@@ -27,7 +28,7 @@ class Thresholds:
     idle_s: float = 300.0
     stall_after: float | None = None  # seconds; None: from the step time; 0: off
     stall_factor: float = 20.0
-    stall_min: float = 300.0
+    stall_min: float = 600.0
     fresh_s: float = 120.0  # a sample older than this says nothing about the GPUs now
 
 
@@ -67,9 +68,19 @@ def last_change(steps: list[tuple[float, float]]) -> tuple[float, float] | None:
     return best
 
 
-def stall_limit(steps: list[tuple[float, float]], th: Thresholds) -> float | None:
+def longest_gap(steps: list[tuple[float, float]]) -> float:
+    """The longest time between two observations that each brought a new step."""
+    firsts: list[float] = []
+    for t, s in steps:
+        if not firsts or s > top:
+            firsts.append(t)
+            top = s
+    return max((b - a for a, b in zip(firsts, firsts[1:])), default=0.0)
+
+
+def stall_limit(steps: list[tuple[float, float]], th: Thresholds, gap: float = 0.0) -> float | None:
     """The stall time for this attempt now, or None while there is none (off, or not enough
-    progress yet to know the step time)."""
+    progress yet to know the step time). ``gap``: the longest quiet gap seen so far in the job."""
     if th.stall_after == 0:
         return None
     if th.stall_after:
@@ -77,7 +88,7 @@ def stall_limit(steps: list[tuple[float, float]], th: Thresholds) -> float | Non
     per_step = step_time(steps)
     if per_step is None:
         return None
-    return max(th.stall_min, th.stall_factor * per_step)
+    return max(th.stall_min, th.stall_factor * per_step, 2.0 * max(gap, longest_gap(steps)))
 
 
 def _gpu_alerts(latest: dict[str, Any], th: Thresholds) -> list[Alert]:
@@ -118,18 +129,19 @@ def _idle_alerts(samples: list[dict[str, Any]], now: float, run_started: float, 
 
 
 def evaluate(samples: Iterable[dict[str, Any]], steps: list[tuple[float, float]], *, now: float,
-             run_started: float, th: Thresholds = Thresholds()) -> list[Alert]:
+             run_started: float, th: Thresholds = Thresholds(), gap: float = 0.0) -> list[Alert]:
     """The alerts that hold at ``now`` for the running attempt.
 
     ``samples``: the attempt's machine samples (``gpu.jsonl`` records), oldest first.
     ``steps``: ``(seen_at, step)`` observations of the training progress in this attempt.
-    ``run_started``: when the attempt's run started."""
+    ``run_started``: when the attempt's run started. ``gap``: the longest quiet gap between two
+    new steps seen in earlier attempts of the job."""
     samples = sorted((s for s in samples if "ts" in s), key=lambda s: s["ts"])
     out: list[Alert] = []
     if samples and now - samples[-1]["ts"] <= th.fresh_s:
         out += _gpu_alerts(samples[-1], th)
         out += _idle_alerts(samples, now, run_started, th)
-    limit = stall_limit(steps, th)
+    limit = stall_limit(steps, th, gap)
     if limit is not None:
         changed = last_change(steps)
         since = changed[0] if changed is not None else run_started

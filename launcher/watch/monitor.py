@@ -16,7 +16,7 @@ from typing import Any
 
 from launcher import contract, state as st
 from launcher.errors import TaskError
-from launcher.watch.alerts import Alert, Thresholds, changes, evaluate, stall_limit
+from launcher.watch.alerts import Alert, Thresholds, changes, evaluate, longest_gap, stall_limit
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -71,6 +71,7 @@ class Monitor:
         self._open_store = open_store
         self._store = None
         self.attempt: int | None = None
+        self.gap = 0.0  # the longest quiet gap between new metrics lines in earlier attempts
         self._reset(None, 0.0)
 
     @classmethod
@@ -144,10 +145,13 @@ class Monitor:
         """Observe attempt ``n`` now; record new alerts as events; the stall, if the run hangs."""
         now = self.clock()
         if self.attempt != n:
+            if self.attempt is not None:
+                self.gap = max(self.gap, longest_gap(self.changes))
             self._reset(n, run_started)
         self._observe_progress(now, progress or {})
         self._read_samples(now)
-        current = evaluate(self.samples, self.changes, now=now, run_started=run_started, th=self.th)
+        current = evaluate(self.samples, self.changes, now=now, run_started=run_started, th=self.th,
+                           gap=self.gap)
         new, self.active = changes(current, self.active)
         for a in new:
             self.state.event(self.job_id, "alert", f"attempt {n}: {a.message}")
@@ -155,7 +159,7 @@ class Monitor:
         return next((a for a in current if a.kind == "stalled"), None)
 
     def _write_summary(self, n: int, now: float) -> None:
-        limit = stall_limit(self.changes, self.th)
+        limit = stall_limit(self.changes, self.th, self.gap)
         doc = {"attempt": n, "updated": now, "steps_per_s": steps_per_second(self.steps),
                "gpu": self.samples[-1] if self.samples else None, "stall_after_s": limit,
                "alerts": sorted(self.active)}

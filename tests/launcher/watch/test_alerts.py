@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from launcher.watch.alerts import Thresholds, changes, evaluate, stall_limit, step_time
+from launcher.watch.alerts import Thresholds, changes, evaluate, longest_gap, stall_limit, step_time
 
 T0 = 1_000_000.0
 
@@ -70,9 +70,9 @@ def test_step_time_from_observations():
 
 def test_default_stall_time_is_a_multiple_of_the_step_time_never_under_the_floor():
     fast = [(T0, 0), (T0 + 10, 100)]  # 0.1 s a step
-    assert stall_limit(fast, Thresholds()) == 300.0
-    slow = [(T0, 0), (T0 + 60, 2)]  # 30 s a step
-    assert stall_limit(slow, Thresholds()) == 600.0
+    assert stall_limit(fast, Thresholds()) == 600.0
+    slow = [(T0, 0), (T0 + 120, 2)]  # 60 s a step
+    assert stall_limit(slow, Thresholds()) == 1200.0
     assert stall_limit([(T0, 0)], Thresholds()) is None  # no step time yet: not armed
     assert stall_limit(fast, Thresholds(stall_after=0)) is None  # off
     assert stall_limit([], Thresholds(stall_after=45)) == 45.0
@@ -80,10 +80,10 @@ def test_default_stall_time_is_a_multiple_of_the_step_time_never_under_the_floor
 
 def test_no_new_step_for_the_stall_time_is_a_stall():
     steps = [(T0, 0), (T0 + 10, 50), (T0 + 20, 100)]  # then nothing new
-    steps += [(T0 + 20 + 10 * i, 100) for i in range(1, 40)]
-    assert evaluate([], steps, now=T0 + 319, run_started=T0) == []
-    (alert,) = evaluate([], steps, now=T0 + 320, run_started=T0)
-    assert alert.kind == "stalled" and "300 s at step 100" in alert.message
+    steps += [(T0 + 20 + 10 * i, 100) for i in range(1, 70)]
+    assert evaluate([], steps, now=T0 + 619, run_started=T0) == []
+    (alert,) = evaluate([], steps, now=T0 + 620, run_started=T0)
+    assert alert.kind == "stalled" and "600 s at step 100" in alert.message
 
 
 def test_a_given_stall_time_also_covers_a_run_that_never_steps():
@@ -112,3 +112,11 @@ def test_an_alert_is_raised_once_until_it_clears():
 def test_a_long_start_does_not_inflate_the_step_time():
     steps = [(T0, 0), (T0 + 600, 1), (T0 + 601, 2), (T0 + 602, 3)]  # 10 min of setup, then 1 s a step
     assert step_time(steps) == 1.0
+
+
+def test_a_long_quiet_gap_seen_before_makes_the_default_longer():
+    """An evaluation of 7 min between two metrics lines: the next one must not look like a hang."""
+    steps = [(T0, 0), (T0 + 10, 10), (T0 + 20, 20), (T0 + 440, 21), (T0 + 450, 31)]
+    assert longest_gap(steps) == 420.0
+    assert stall_limit(steps, Thresholds()) == 840.0
+    assert stall_limit([(T0, 0), (T0 + 10, 10)], Thresholds(), gap=500.0) == 1000.0  # from an earlier attempt

@@ -35,7 +35,7 @@ def test_a_hot_gpu_is_one_alert_event_and_the_summary_shows_the_sample(tmp_path)
     assert alerts == ["attempt 2: GPU 0 (Tesla V100) at 91 °C (over 85 °C)"]
     summary = read_summary(job.id)
     assert summary["gpu"]["attempt"] == 2 and summary["alerts"] == ["hot:0"]
-    assert summary["steps_per_s"] == 1.0 and summary["stall_after_s"] == 300.0
+    assert summary["steps_per_s"] == 1.0 and summary["stall_after_s"] == 600.0
 
 
 def test_samples_of_another_attempt_say_nothing(tmp_path):
