@@ -35,7 +35,7 @@ CODE="$ROOT/code"
 VENV="$ROOT/venv"
 CONSTRAINTS="$CODE/constraints.txt"
 # module to import -> package to install when it does not
-SMALL_DEPS="boto3:boto3 numpy:numpy PIL:pillow matplotlib:matplotlib rich:rich"
+SMALL_DEPS="boto3:boto3 numpy:numpy PIL:pillow matplotlib:matplotlib rich:rich pynvml:nvidia-ml-py"
 
 log() { echo "[bootstrap] $*"; }
 

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher import chaos, contract
+from launcher.watch import machine as watch
 
 SPEC_NAME = "spec.json"
 SECRETS_NAME = "secrets.json"
@@ -169,6 +170,8 @@ class Agent:
             contract.hook_point("download", f"step {got[0]}", self.hook_dir)
         if self.store.exists(contract.METRICS_NAME):
             self.store.get_file(contract.METRICS_NAME, str(self.out_dir / contract.METRICS_NAME))
+        if self.rank == 0:
+            watch.record_start(self, None if got is None else got[0])
 
     def sync_checkpoints(self) -> None:
         """Upload the newest committed local checkpoint if the store lacks it, and then those
@@ -264,6 +267,9 @@ class Agent:
         metrics = self.out_dir / contract.METRICS_NAME
         if self.rank == 0 and metrics.exists():
             sent = checkpoints.sync_file_up(self.store, str(metrics), contract.METRICS_NAME) or sent
+        if self.rank == 0 and (self.dir / contract.SAMPLES_NAME).exists():
+            sent = checkpoints.sync_file_up(self.store, str(self.dir / contract.SAMPLES_NAME),
+                                            contract.SAMPLES_NAME) or sent
         if sent:
             self._store_answered()
         if final and self.rank == 0:
@@ -350,6 +356,15 @@ class Agent:
     def _run_phases(self) -> int:
         env = self.env()
         cwd = self.spec.get("workdir") or str(self.dir)
+        if watch.preflight(self, env):
+            return self._finish(contract.EXIT_PREFLIGHT, "preflight")
+        sampler = watch.start_sampling(self)
+        try:
+            return self._phases(env, cwd)
+        finally:
+            sampler.stop()
+
+    def _phases(self, env: dict[str, str], cwd: str) -> int:
         for phase in ("setup", "run"):
             script = self.spec.get(phase)
             if not script:

@@ -28,6 +28,8 @@ Examples:
   launch up tasks/quickstart.yaml --env EPOCHS=2 --name qs-short
   launch up tasks/imagenet.yaml --infra vast --deadline 36h --estimate 20h
                                                        # spot while it can, on demand when it must
+  launch up tasks/imagenet.yaml --notify ntfy://my-topic --notify-on alert,failed,succeeded
+  launch up tasks/imagenet.yaml --stall-after 20m    # a run with no new step for 20 min is hung
 \b
 --chaos SPEC is a comma list of KIND@TIME. KIND is 'term' (a preemption notice: SIGTERM, the
 trainer saves and exits) or 'kill' (the machine vanishes: SIGKILL, no notice). TIME counts the
@@ -103,7 +105,19 @@ def cli(ctx, debug):
               "Spot while it can, on demand when it must.")
 @click.option("--estimate", metavar="DURATION", help="With --deadline: the job's running time in all "
               "(e.g. 20h), until its seconds per step are measured.")
-def up(task, infra, detach, chaos_spec, name, envs, secrets, store, keep_last, deadline, estimate):
+@click.option("--stall-after", metavar="DURATION",
+              help="A run with no new metrics line for this long is hung: it is killed and relaunched "
+                   "like a preemption (e.g. 15m; 0 turns it off). Default: 20x the observed time "
+                   "between metrics lines and 2x the longest gap seen, at least 10 min.")
+@click.option("--notify", "notify_urls", multiple=True, metavar="URL",
+              help="Send the job's events to this apprise URL (repeatable): slack://..., "
+                   "discord://..., ntfy://topic, mailto://..., json://host/path. Default: "
+                   "LAUNCH_NOTIFY, else $LAUNCH_HOME/notify.yaml. Kept secret, never stored.")
+@click.option("--notify-on", metavar="EVENTS",
+              help="Which events to send, comma-separated, from: submitted, running, preempted, "
+                   "recovered, alert, succeeded, failed, cancelled (default: all).")
+def up(task, infra, detach, chaos_spec, name, envs, secrets, store, keep_last, deadline, estimate,
+       stall_after, notify_urls, notify_on):
     """Launch TASK (a SkyPilot task YAML) and follow its logs until it ends.
 
     Ctrl-C stops following; the job goes on. Exits 0 when the job succeeded.
@@ -115,13 +129,29 @@ def up(task, infra, detach, chaos_spec, name, envs, secrets, store, keep_last, d
     sub = jobs.prepare(task, infra=infra, store=store, envs=envs, chaos_spec=chaos_spec, name=name,
                        secrets=secrets)
     timing = jobs.deadline_options(deadline, estimate)
+    options = {"keep_last": keep_last, **timing}
+    if stall_after is not None:
+        from launcher.watch.monitor import parse_duration
+
+        options["stall_after"] = parse_duration(stall_after)
+    from launcher.watch import notify
+
+    urls = notify.resolve_urls(notify_urls)
+    if notify_on:
+        options["notify_on"] = notify.resolve_events(notify_on)
+    if urls:
+        notify.check_urls(urls)
+        notify.resolve_events()  # a bad filter in the environment or notify.yaml: say so now
+        sub.secrets = {**sub.secrets, notify.SECRET_KEY: "\n".join(urls)}
     state = _state()
-    job = jobs.submit(sub, state, options={"keep_last": keep_last, **timing})
+    job = jobs.submit(sub, state, options=options)
     drills = f", fire drills {sub.chaos}" if sub.chaos else ""
     _err(f"Job {job.id} ({job.run_id}) submitted on {job.infra}{drills}.")
     _err(f"Checkpoints: {job.store_uri}")
     if timing:
         _err(f"Deadline: {_when(timing['deadline'])}; spot while it can, on demand when it must.")
+    if urls:
+        _err(f"Notifications: {len(urls)} URL(s), events: {', '.join(options.get('notify_on') or notify.resolve_events())}")
     if detach:
         _err(f"To stream logs: launch logs {job.id} -f\nTo see its state: launch status {job.id}")
         return
@@ -195,15 +225,26 @@ def _estimate(e: dict) -> str:
     return text
 
 
-@cli.command(epilog="\b\nExamples:\n  launch status\n  launch status 3\n  launch status --json | jq '.[0].attempts'")
+@cli.command(epilog="\b\nExamples:\n  launch status\n  launch status 3\n  launch status -w          # live, until the jobs end"
+                    "\n  launch status --json | jq '.[0].attempts'")
 @click.argument("job", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: a list of jobs with their attempts.")
-def status(job, as_json):
+@click.option("-w", "--watch", is_flag=True, help="A live table (GPU, steps/s, alerts), refreshed until the jobs shown end.")
+def status(job, as_json, watch):
     """Jobs, their attempts, progress and cost so far (or one JOB in detail)."""
     from launcher import jobs
 
     state = _state()
     selected = [state.job(job)] if job else state.jobs()
+    if watch and selected:
+        from launcher.watch.show import live
+
+        ids = [j.id for j in selected]
+        try:
+            live(lambda: [jobs.describe(state, state.job(i)) for i in ids], _progress)
+        except KeyboardInterrupt:
+            pass
+        return
     docs = [jobs.describe(state, j) for j in selected]
     if as_json:
         click.echo(json.dumps(docs, indent=1))
@@ -225,6 +266,13 @@ def status(job, as_json):
             click.echo(f"estimate: {_estimate(d['estimate'])}")
         if d.get("deadline"):
             click.echo(f"deadline: {_deadline(d['deadline'], d['ended'])}")
+        if d["watch"] and not d["ended"]:
+            from launcher.watch.show import gpu_line, rate
+
+            w = d["watch"]
+            click.echo(f"throughput: {rate(w)}\nmachine: {gpu_line(w.get('gpu'))}")
+            if w.get("alerts"):
+                click.echo(f"alerts: {', '.join(w['alerts'])}")
         click.echo("attempts:")
         for a in d["attempts"]:
             extra = f" (+{a['provider_recoveries']} recoveries by the provider)" if a["provider_recoveries"] else ""
@@ -268,10 +316,12 @@ def down(job_ids):
 def _register_optional_groups() -> None:
     """Commands kept in their own modules (each imports its SDK only when it runs)."""
     from launcher.commands.plan import plan
+    from launcher.commands.plot import plot
     from launcher.commands.store import store
 
     cli.add_command(store)
     cli.add_command(plan)
+    cli.add_command(plot)
 
 
 def main() -> None:

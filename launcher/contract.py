@@ -9,7 +9,10 @@ Store layout under a job's prefix (a URI such as ``s3://bucket/runs/quickstart-1
     ckpt/step-00001234/MANIFEST.json  written last; a checkpoint exists only when this does
     logs/attempt-1.log                each attempt's output, uploaded as it grows
     logs/attempt-1.exit               the attempt's exit code, once it ended
+    logs/attempt-1.json               how the attempt started (resumed step, metrics lines then)
+    logs/attempt-1.end.json           how it ended (state, reason, price), from the supervisor
     metrics.jsonl                     one JSON object per line, uploaded as it grows
+    gpu.jsonl                         machine samples (GPUs, CPU/RAM) every 10 s, from the agent
     outputs/...                       the trainer's results (history.csv, results.json, figures)
     DONE                              written once the run exited 0
 
@@ -40,12 +43,16 @@ ENV_HOOK_DIR = "LAUNCH_HOOK_DIR"  # fire drills: the folder where pause points a
 # The exit code by which a run says "I was told to stop (preemption notice or deadline), my state
 # is saved, relaunch me". Any other non-zero code is an error. 75 is EX_TEMPFAIL in sysexits.h.
 EXIT_PREEMPTED = 75
+# The agent's preflight found the machine without the accelerators the task asks for (a setup
+# failure of that machine, not a user error). 78 is EX_CONFIG in sysexits.h.
+EXIT_PREFLIGHT = 78
 
 # --- store layout -----------------------------------------------------------------------------
 CKPT_PREFIX = "ckpt/"
 LOGS_PREFIX = "logs/"
 OUTPUTS_PREFIX = "outputs/"
 METRICS_NAME = "metrics.jsonl"
+SAMPLES_NAME = "gpu.jsonl"  # machine samples (GPUs, CPU/RAM), written by the agent
 DONE_NAME = "DONE"
 MANIFEST_NAME = "MANIFEST.json"
 MANIFEST_FORMAT = 1

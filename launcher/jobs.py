@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from launcher import chaos, daemon, placement, state as st, task_rules
 from launcher.contract import CHECKPOINT_MOUNT
 from launcher.errors import InfraError, LaunchError, TaskError
+from launcher.watch.monitor import read_summary
 
 if TYPE_CHECKING:
     from launcher.task import Task
@@ -260,4 +261,6 @@ def describe(state: st.State, job: st.Job) -> dict[str, Any]:
                      if job.options.get("deadline") else None),
         "attempts": [{**a.to_dict(), "infra": a.handle.get("infra", job.infra), "mode": a.handle.get("mode")}
                      for a in attempts],
+        # The supervisor's last look (launcher.watch.monitor): GPU sample, steps/s, alerts.
+        "watch": read_summary(job.id),
     }

@@ -12,6 +12,7 @@ applies it, so every case is one row of a table in the tests. Sequences it produ
     attempts 2-9 ended by fire drills  -> relaunch now each time: the drill, not the provider,
                                           ended them, and there are only as many as were asked
     attempt 3 no capacity on V100      -> relaunch after 5 s on the next any_of option (A6000)
+    attempt 4 stalled (no new step)    -> killed, relaunched like a preemption; failed after 3 in a row
     attempt 4 exit code 1              -> failed (max_restarts_on_errors: 0)
     attempt 4 exit code 1              -> relaunch (max_restarts_on_errors: 2, 1 used so far)
     managed job FAILED (final)         -> failed: SkyPilot already spent max_restarts_on_errors
@@ -29,6 +30,7 @@ class Outcome(str, Enum):
     FAILED = "failed"  # the run exited non-zero: a user error
     NO_CAPACITY = "no_capacity"  # nothing to rent / no free host right now
     SETUP_FAILED = "setup_failed"  # bootstrap or setup could not complete on the machine
+    STALLED = "stalled"  # alive but no training progress for the stall time: killed, relaunched
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Policy:
     max_setup_failures: int = 3
     productive_run: float = 600.0  # a preemption after a run this long does not add to the back-off
     # (nor does one after an attempt that committed a new checkpoint: ``Event.progressed``)
+    max_consecutive_stalls: int = 3  # a run that hangs this many times in a row has failed
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ RULES: dict[Outcome, Rule] = {
     Outcome.NO_CAPACITY: Rule(retry=True, failover=True, backoff_from=1),
     Outcome.FAILED: Rule(retry=True, counts_as_error=True, backoff_from=1),
     Outcome.SETUP_FAILED: Rule(retry=True, backoff_from=1),
+    Outcome.STALLED: Rule(retry=True, backoff_from=2),
 }
 
 
@@ -129,6 +133,10 @@ def decide(event: Event, history: History, policy: Policy) -> Action:
         return Action(relaunch=False, final_state="FAILED",
                       reason=f"setup failed {policy.max_setup_failures} times: {event.reason}")
 
+    if event.outcome is Outcome.STALLED and \
+            history.consecutive(Outcome.STALLED) + 1 >= policy.max_consecutive_stalls:
+        return Action(relaunch=False, final_state="FAILED",
+                      reason=f"stalled {policy.max_consecutive_stalls} times in a row: {event.reason}")
     streak = history.consecutive(event.outcome, policy.productive_run) + 1  # including this event
     if event.ran_for >= policy.productive_run or event.progressed:
         streak = 1

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from launcher import chaos, daemon, state as st
+from launcher import chaos, contract, daemon, state as st
 from launcher.deadline import DeadlineKeeper, Mode, mode_of, with_mode
 from launcher.placement import after_outbids
 from launcher.backends import get_backend
@@ -25,6 +25,7 @@ from launcher.backends.base import (Backend, BackendError, CredentialsError, Hos
 from launcher.progress import fraction_done
 from launcher.recovery import Action, Event, History, Outcome, Policy, decide
 from launcher.task import Task, parse_task
+from launcher.watch.monitor import Monitor
 
 _STATUS_OUTCOME = {RunState.SUCCEEDED: Outcome.SUCCEEDED, RunState.FAILED: Outcome.FAILED,
                    RunState.PREEMPTED: Outcome.PREEMPTED}
@@ -82,6 +83,7 @@ class Supervisor:
         self.deadline = DeadlineKeeper.for_job(state, job, clock)  # None without --deadline
         self._deadline_at = float("-inf")
         self._store = None
+        self.monitor = Monitor.for_job(state, job, clock)
 
     def _secrets(self, given: dict[str, str]) -> dict[str, str]:
         """The task's secret values: as handed over, else from this process's environment."""
@@ -246,7 +248,7 @@ class Supervisor:
                 self.state.event(self.job_id, "sync", f"attempt {n}: workdir synced, {stats.files_sent}"
                                  f" files ({stats.bytes_sent} bytes) sent, {stats.files_skipped} unchanged")
             handle["ckpt_from"] = self._store_step()
-            spec = self._run_spec(job, n)
+            spec = self._run_spec(job, n, res)
             if spec.drill:
                 handle["drill"] = spec.drill
                 self.state.event(self.job_id, "chaos", f"attempt {n}: the agent fires drill {spec.drill}")
@@ -273,7 +275,7 @@ class Supervisor:
         self.state.transition(self.job_id, st.RUNNING, f"attempt {n} on {handle.get('host', '?')}")
         return handle
 
-    def _run_spec(self, job: st.Job, n: int) -> RunSpec:
+    def _run_spec(self, job: st.Job, n: int, res: dict[str, Any] | None = None) -> RunSpec:
         secrets = dict(self.secrets)
         if job.store_uri.startswith("s3://"):
             secrets.update({k: os.environ[k] for k in STORE_CREDENTIAL_VARS if os.environ.get(k)})
@@ -281,11 +283,14 @@ class Supervisor:
                        envs=self.task.env_strings(), secrets=secrets, store_uri=job.store_uri,
                        keep_last=int(job.options.get("keep_last", 3)),
                        sync_interval=float(job.options.get("sync_interval", 5.0)),
-                       drill=str(d) if (d := self._agent_drill(job)) else "")
+                       drill=str(d) if (d := self._agent_drill(job)) else "",
+                       accelerators=(res or {}).get("accelerators") if self.backend.preflight_accelerators else None,
+                       sample_interval=float(job.options.get("sample_interval", 10.0)))
 
     def _watch(self, n: int, handle: dict[str, Any]) -> Event:
         option = int(handle.get("option", 0))
         drill_fired = store_note = ""
+        run_started = self.state.attempt(self.job_id, n).run_started or self.clock()
         while True:
             try:
                 self._check_cancel()
@@ -305,6 +310,11 @@ class Supervisor:
             drill_fired = self._fire_due_drill(n, handle) or drill_fired
             self._update_progress()
             self._deadline_check(n, handle)
+            stalled = self.monitor.tick(n, run_started, self.state.job(self.job_id).progress)
+            if stalled is not None:  # alive but hung: kill it; its last checkpoint is in the store
+                self._end_attempt(n, handle, "STALLED", stalled.message)
+                return Event(Outcome.STALLED, reason=stalled.message, option=option,
+                             ran_for=self.clock() - run_started)
             self.sleep(self.poll_interval)
 
     def _note_store(self, n: int, handle: dict, note: str, before: str) -> str:
@@ -324,6 +334,11 @@ class Supervisor:
         fired = self._drill_fired_on_machine(n, handle)
         drill = fired.get("drill", drill)
         reason = f"fire drill {drill}: {status.reason}" if drill and status.state is RunState.PREEMPTED else status.reason
+        if status.exit_code == contract.EXIT_PREFLIGHT:  # the machine lacks the task's accelerators
+            reason = f"preflight: {self.monitor.preflight_reason(n) or 'the machine lacks the accelerators'}"
+            self.backend.set_aside(handle, reason)
+            self._end_attempt(n, handle, "SETUP_FAILED", reason, status.exit_code)
+            return Event(Outcome.SETUP_FAILED, status.exit_code, reason, option)
         step_now = self._store_step()
         started_from = handle.get("ckpt_from")
         progressed = step_now is not None and started_from is not None and step_now > started_from
@@ -350,6 +365,7 @@ class Supervisor:
         tears down again, not a finished run to re-attach to."""
         self.state.set_attempt(self.job_id, n, state=state, reason=reason, exit_code=exit_code,
                                ended=self.clock())
+        self.monitor.attempt_ended(n, state, reason, exit_code)
         self.state.event(self.job_id, "attempt", f"attempt {n} {state.lower()}: {reason}")
         daemon.kill_point(f"attempt-ended:{state.lower()}", self.job_id)
         self._terminate(n, handle)
@@ -527,12 +543,17 @@ def main(argv: list[str] | None = None) -> int:
     job = state.job(job_id)
     if job.terminal:
         return 0
+    from launcher.watch import notify
+
+    notifier = notify.for_supervisor(state, job, secrets).start()
     try:
         sup = Supervisor(state, job_id, secrets=secrets)
         final = sup.run()
     except Exception as e:
         state.event(job_id, "error", f"supervisor crashed: {e!r}")
         raise
+    finally:
+        notifier.stop()
     print(f"job {job_id} {final}", flush=True)
     return 0
 

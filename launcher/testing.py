@@ -60,12 +60,14 @@ _OUTCOMES = {
     "lost": RunStatus(RunState.PREEMPTED, None, "machine lost"),
     "failed": RunStatus(RunState.FAILED, 1, "exit code 1"),
     "failed_final": RunStatus(RunState.FAILED, 1, "exit code 1", final=True),  # provider retried already
+    "preflight": RunStatus(RunState.FAILED, contract.EXIT_PREFLIGHT, "exit code 78"),  # no GPU there
 }
 
 
 class FakeBackend(Backend):
     """Scripted attempts. Each script item is an outcome name (``succeeded``, ``preempted``,
-    ``lost``, ``failed``, ``failed_final``, ``no_capacity``); a run stays RUNNING for ``polls_per_run`` polls."""
+    ``lost``, ``failed``, ``failed_final``, ``no_capacity``, ``hung``, ``preflight``); a run stays RUNNING for
+    ``polls_per_run`` polls (a ``hung`` one until it is terminated)."""
 
     name = "fake"
 
@@ -94,6 +96,8 @@ class FakeBackend(Backend):
         handle["polls"] += 1
         if handle["host"] not in self.live:
             return RunStatus(RunState.PREEMPTED, reason="terminated")
+        if handle["outcome"] == "hung" and not handle.get("signalled"):
+            return RunStatus(RunState.RUNNING)  # alive, never done: only a stall ends it
         if handle["polls"] <= self.polls_per_run and not handle.get("signalled"):
             return RunStatus(RunState.RUNNING)
         return _OUTCOMES[handle["outcome"]]
@@ -159,6 +163,8 @@ def _toy(argv: list[str]) -> int:
     p.add_argument("--steps", type=int, default=20, help="steps to train")
     p.add_argument("--step-time", type=float, default=0.1, help="seconds per step")
     p.add_argument("--fail-at", type=int, default=-1, help="exit 1 at this step (a user error)")
+    p.add_argument("--hang-at", type=int, default=-1,
+                   help="in attempt 1 only, stop making progress at this step and stay alive (a hung run)")
     args = p.parse_args(argv)
     root = contract.checkpoint_root_from_env() or Path("toy-ckpt")
     root.mkdir(parents=True, exist_ok=True)
@@ -188,6 +194,10 @@ def _toy(argv: list[str]) -> int:
         if step == args.fail_at:
             print("failing on purpose", flush=True)
             return 1
+        if step == args.hang_at and os.environ.get(contract.ENV_ATTEMPT, "1") == "1":
+            print(f"hanging at step {step} on purpose", flush=True)
+            while True:  # alive, deaf to the notice, no progress: what a deadlocked loader looks like
+                time.sleep(3600)
         time.sleep(args.step_time)
         step += 1
         digest = hashlib.sha256(f"{digest}:{step}".encode()).hexdigest()
@@ -202,5 +212,6 @@ def _toy(argv: list[str]) -> int:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["toy"]:
         sys.exit(_toy(sys.argv[2:]))
-    print("usage: python -m launcher.testing toy [--steps N] [--step-time S] [--fail-at N]", file=sys.stderr)
+    print("usage: python -m launcher.testing toy [--steps N] [--step-time S] [--fail-at N] [--hang-at N]",
+          file=sys.stderr)
     sys.exit(2)

@@ -110,6 +110,8 @@ class RunSpec:
     sync_interval: float = 5.0  # seconds between log/metrics uploads
     stop_grace: float = 300.0  # after the notice, how long the run may take to checkpoint and exit
     drill: str = ""  # a fire drill at a share of the training for the agent to fire (launcher.chaos)
+    accelerators: Any = None  # the option's accelerators, checked on the machine before the run
+    sample_interval: float = 10.0  # seconds between machine samples (gpu.jsonl)
 
     def public_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -142,6 +144,10 @@ class Backend(ABC):
     # (``RunSpec.drill``), reading the progress where it is written; otherwise the supervisor
     # fires them through ``signal`` from the metrics in the store (a few seconds behind).
     agent_drills: bool = False
+
+    # The agent checks on the machine, before the run, that it has the task's accelerators
+    # (``launcher.watch.preflight``); a machine without them ends the attempt as a setup failure.
+    preflight_accelerators: bool = True
 
     @abstractmethod
     def provision(self, req: ProvisionRequest) -> dict[str, Any]:
@@ -191,6 +197,11 @@ class Backend(ABC):
         """Expected $/h of one node for ``resources`` now and whether one can be had, without
         renting anything. By default: machines we do not pay for by the hour."""
         return Quote(0.0, True, "no hourly price")
+
+    def set_aside(self, handle: dict[str, Any], reason: str) -> None:
+        """The machine failed its preflight (``reason``): keep it out of the next provisions for
+        a while. Called before ``terminate``; a rented machine is destroyed by that anyway, so the
+        default does nothing."""
 
     def cost_per_hour(self, handle: dict[str, Any]) -> float:
         """$/h of the machine behind the handle (0 for machines we do not pay for by the hour)."""

@@ -455,3 +455,35 @@ def test_the_kill_hook_fires_once_per_job_and_phase_and_only_in_a_supervisor(mon
     assert sent == [signal.SIGKILL, signal.SIGKILL]
     assert [e["message"] for e in state.events(job.id) if e["kind"] == daemon.KILL_EVENT] == [
         "LAUNCH_TEST_KILL_AT: SIGKILL at running", "LAUNCH_TEST_KILL_AT: SIGKILL at backoff"]
+
+
+def test_a_hung_run_is_killed_and_relaunched_like_a_preemption():
+    state = st.State()
+    job, sup, backend, clock = make(state, ["hung", "succeeded"])
+    state.set_job(job.id, options={**state.job(job.id).options, "stall_after": 120.0})
+    sup = Supervisor(state, job.id, backend_for=lambda infra: backend, clock=clock.time, sleep=clock.sleep)
+    t0 = clock.now
+    assert sup.run() == st.SUCCEEDED
+    assert states(state, job) == ["STALLED", "SUCCEEDED"]
+    first = state.attempts(job.id)[0]
+    assert "no training progress for 120 s" in first.reason
+    assert 120 <= first.ended - t0 <= 125  # found at the first poll past the stall time
+    assert backend.live == set()
+    kinds = [e["kind"] for e in state.events(job.id)]
+    assert "alert" in kinds
+
+
+def test_a_run_that_hangs_every_time_fails_after_three():
+    state = st.State()
+    job, _, backend, clock = make(state, ["hung"] * 5)
+    state.set_job(job.id, options={**state.job(job.id).options, "stall_after": 60.0})
+    sup = Supervisor(state, job.id, backend_for=lambda infra: backend, clock=clock.time, sleep=clock.sleep)
+    assert sup.run() == st.FAILED
+    assert states(state, job) == ["STALLED"] * 3
+    assert "stalled 3 times in a row" in state.job(job.id).reason
+
+
+def test_no_stall_check_by_default_before_any_progress():
+    state = st.State()
+    job, sup, backend, clock = make(state, ["succeeded"], polls=60, poll_interval=10.0)  # 10 min
+    assert sup.run() == st.SUCCEEDED and states(state, job) == ["SUCCEEDED"]

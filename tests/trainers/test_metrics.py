@@ -58,3 +58,22 @@ def test_metrics_after_crash_and_resume_match_an_uninterrupted_run(tmp_path, toy
     assert {r["attempt"] for r in read_jsonl(tmp_path / "run" / "out" / "metrics.jsonl")} == {1, 2}
     history = (tmp_path / "run" / "out" / "history.csv").read_text().splitlines()
     assert history[0].startswith("epoch,step,train_loss,val_acc") and len(history) == 3
+
+
+def test_an_epoch_that_straddles_a_crash_counts_whole_in_epoch_time(tmp_path, toy):
+    """Seconds per epoch include the part of the epoch before the checkpoint it resumed from."""
+    import time as _time
+
+    def slow(h):
+        _time.sleep(0.1)
+
+    crashed = toy(tmp_path / "run", ckpt_every=3)  # 5 steps an epoch; checkpoint at step 3
+    try:
+        crashed.run(crash_after=4, on_step=slow)
+    except toy.Crash:
+        pass
+    resumed = toy(tmp_path / "run", ckpt_every=3)
+    resumed.run(on_step=slow)
+    first = resumed.h.history[0]
+    # 3 steps before the checkpoint + 2 after the resume: about 0.5 s; the resumed part alone is 0.2 s
+    assert first["epoch"] == 1 and first["epoch_time"] >= 0.45, resumed.h.history

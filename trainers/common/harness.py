@@ -91,7 +91,8 @@ class Harness:
         self._wall_before, self._t0 = 0.0, time.perf_counter()
         self._done_wall: float | None = None
         self._last_saved_step: int | None = None
-        self._boundary = self._epoch_t0 = time.perf_counter()
+        self._boundary = time.perf_counter()
+        self._epoch_wall0: float | None = None  # wall_time() when the current epoch began
         self._step_s = self._eval_s = self._snapshot_s = 0.0
         self._last_n = 0
         self.model = self.optimizer = self.scheduler = self.scaler = None
@@ -177,6 +178,8 @@ class Harness:
         self.metrics, self.best = state[S.KEY_METRICS], state[S.KEY_BEST]
         self.metrics_step = loop[S.LOOP_METRICS_STEP]
         self._wall_before, self._t0 = state[S.KEY_WALL_TIME], time.perf_counter()
+        # An epoch that straddles a preemption counts whole: its part before the checkpoint too.
+        self._epoch_wall0 = loop.get(S.LOOP_EPOCH_START_TIME, self._wall_before)
         if self.done:
             self._done_wall = self._wall_before
         self.metrics_log.truncate(self.step, loop[S.LOOP_METRICS_SEQ])
@@ -191,7 +194,8 @@ class Harness:
         self.check_stop()
         while not self.done and self.epoch < self.total_epochs:
             e = self.epoch
-            self._epoch_t0 = time.perf_counter()
+            if self.batch_in_epoch == 0 or self._epoch_wall0 is None:
+                self._epoch_wall0 = self.wall_time()
             yield e
             if self.epoch == e:
                 raise HarnessError("the loop must call epoch_done() at the end of every epoch")
@@ -236,7 +240,7 @@ class Harness:
         self.best = better(self.best, self.best_key, self.best_mode, self.metrics, self.step,
                            self.epoch)
         self.history.append({"epoch": self.epoch, "step": self.step, **train, **self.metrics,
-                             "lr": self.lr(), "epoch_time": round(now - self._epoch_t0, 3),
+                             "lr": self.lr(), "epoch_time": round(self.wall_time() - self._epoch_wall0, 3),
                              "wall_time": round(self.wall_time(), 3)})
         self._log("eval", {**self.metrics, **train})
         write_history(self.out_dir / HISTORY_NAME, self.history)
@@ -347,7 +351,7 @@ class Harness:
         loop = {S.LOOP_EPOCH: self.epoch, S.LOOP_STEP: self.step, S.LOOP_BATCH: self.batch_in_epoch,
                 S.LOOP_DONE: self.done, S.LOOP_ATTEMPT: self.attempt,
                 S.LOOP_METRICS_SEQ: self.metrics_log.seq, S.LOOP_RUNNING: self.running,
-                S.LOOP_METRICS_STEP: self.metrics_step}
+                S.LOOP_METRICS_STEP: self.metrics_step, S.LOOP_EPOCH_START_TIME: self._epoch_wall0}
         return S.to_host({
             S.KEY_FORMAT: S.STATE_FORMAT, S.KEY_MODEL: self.model.state_dict(),
             S.KEY_OPTIMIZER: sd(self.optimizer), S.KEY_SCHEDULER: sd(self.scheduler),

@@ -44,6 +44,7 @@ LOOP_ATTEMPT = "attempt"  # the attempt that wrote the checkpoint
 LOOP_METRICS_SEQ = "metrics_seq"  # lines in metrics.jsonl at the time of the checkpoint
 LOOP_RUNNING = "running"  # per-epoch sums behind the running means (train loss, ...)
 LOOP_METRICS_STEP = "metrics_step"  # the step at which the latest evaluation was made
+LOOP_EPOCH_START_TIME = "epoch_start_time"  # wall time (all attempts) when the current epoch began
 
 
 def to_host(obj: Any) -> Any:

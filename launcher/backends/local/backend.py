@@ -66,6 +66,9 @@ def _killpg(pgid: int | None, sig: int) -> None:
 class LocalBackend(Backend):
     name = "local"
     agent_drills = True
+    # This machine is the user's own: a GPU task run here on the CPU (synthetic data, a try-out)
+    # is on purpose, so its accelerators are not checked.
+    preflight_accelerators = False
 
     def __init__(self, infra: str = "local", root: Path | None = None):
         if infra != "local":

@@ -148,7 +148,17 @@ class SSHBackend(Backend):
                                   f"could be leased ({'; '.join(notes)})")
         return handle
 
+    def set_aside(self, handle: dict[str, Any], reason: str) -> None:
+        """Keep the attempt's hosts out of every pool's leases for ``LAUNCH_SSH_SET_ASIDE`` s (3600)."""
+        until = time.time() + float(os.environ.get("LAUNCH_SSH_SET_ASIDE", 3600))  # wall time: shared
+        for node in handle.get("nodes") or []:
+            self.leases.set_aside(node["key"], until, reason)
+
     def _lease(self, host: HostSpec, req: ProvisionRequest, notes: list[str]) -> dict[str, Any] | None:
+        aside = self.leases.aside(host.key, time.time())
+        if aside is not None:
+            notes.append(f"{host.name} set aside for {aside[0] - time.time():.0f} s more ({aside[1]})")
+            return None
         if not self.leases.acquire(host.key, req.job_id, req.attempt):
             holder = self.leases.holder(host.key)
             notes.append(f"{host.name} busy with job {holder.job_id if holder else '?'}")

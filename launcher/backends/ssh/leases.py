@@ -9,6 +9,9 @@ A host that was lost under an attempt cannot be cleaned up then: the attempt's f
 0600 ``secrets.json``) is recorded in ``ssh_leftovers`` and cleared the next time the backend
 provisions and the host answers (``SSHBackend.sweep_leftovers``), or when the host is leased again.
 
+A host whose preflight failed (it lacks the GPUs the task asked for, or its driver cannot use
+them) is set aside until a time (``ssh_set_aside``): no job leases it before then.
+
 A lease whose job has ended (or that the state no longer knows) is stale and may be taken over.
 Acquiring is a compare-and-set in one transaction, so two supervisors racing for one host get it
 once. ``acquire`` for a lease already held by the same job and attempt succeeds again, and
@@ -42,6 +45,11 @@ CREATE TABLE IF NOT EXISTS ssh_leftovers (
     attempt INTEGER NOT NULL,
     since REAL NOT NULL,
     PRIMARY KEY (host, attempt_dir)
+)""", """
+CREATE TABLE IF NOT EXISTS ssh_set_aside (
+    host TEXT PRIMARY KEY,
+    until REAL NOT NULL,
+    reason TEXT NOT NULL
 )""")
 
 
@@ -127,3 +135,16 @@ class Leases:
     def drop_leftover(self, host: str, attempt_dir: str) -> None:
         with self._tx() as c:
             c.execute("DELETE FROM ssh_leftovers WHERE host = ? AND attempt_dir = ?", (host, attempt_dir))
+
+    # --- hosts set aside --------------------------------------------------------------------------
+    def set_aside(self, host: str, until: float, reason: str) -> None:
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO ssh_set_aside (host, until, reason) VALUES (?,?,?)",
+                      (host, until, reason))
+
+    def aside(self, host: str, now: float) -> tuple[float, str] | None:
+        """``(until, reason)`` while ``host`` is set aside, else None."""
+        with self._tx() as c:
+            row = c.execute("SELECT until, reason FROM ssh_set_aside WHERE host = ? AND until > ?",
+                            (host, now)).fetchone()
+        return (row[0], row[1]) if row else None

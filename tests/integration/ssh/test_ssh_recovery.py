@@ -156,7 +156,7 @@ def test_recovery_on_hosts_without_a_package_index(ssh_lab, image_python, s3_ser
     # Built once here, sent to both hosts, installed there from those files alone.
     sets = list((launch_home / "wheels").glob("*/*/COMPLETE"))
     assert len(sets) == 1 and sets[0].parent.joinpath("requirements.txt").read_text().split() == \
-        ["boto3", "matplotlib", "rich"]
+        ["boto3", "matplotlib", "nvidia-ml-py", "rich"]
     for host in (a, b):
         sent = {p.name for p in (host.root / "wheels" / sets[0].parent.name).glob("*.whl")}
         assert any(n.startswith("boto3-") for n in sent) and any(n.startswith("rich-") for n in sent)

@@ -3,10 +3,12 @@ against OpenSSH in tests/integration/ssh)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from launcher.backends import get_backend
-from launcher.backends.base import RunSpec, RunState
+from launcher.backends.base import NoCapacityError, ProvisionRequest, RunSpec, RunState
 from launcher.backends.ssh.backend import SSHBackend, gpus_per_node
 from launcher.backends.ssh.client import CommandTimeout, Result, Unreachable
 from launcher.backends.ssh.leases import Leases
@@ -173,3 +175,24 @@ def test_node_envs_follow_skypilot(pool, tmp_path):
     h = {**handle("10.9.9.1", "10.9.9.2"), "gpus_per_node": 4}
     assert be.node_envs(h, 1) == {"SKYPILOT_NODE_RANK": "1", "SKYPILOT_NODE_IPS": "10.9.9.1\n10.9.9.2",
                                   "SKYPILOT_NUM_NODES": "2", "SKYPILOT_NUM_GPUS_PER_NODE": "4"}
+
+
+def test_a_host_that_failed_its_preflight_is_set_aside(pool, tmp_path, monkeypatch):
+    import json
+
+    clock = Clock()
+    taken = json.dumps({"taken": True, "current": None})
+    be, remote = backend_with(["/r", taken], clock, tmp_path)
+    be.set_aside(handle("10.9.9.1"), "preflight: the driver sees no GPU")
+    h = be.provision(ProvisionRequest("job-2", 1, "ssh/duo"))
+    assert [n["name"] for n in h["nodes"]] == ["10.9.9.2"]  # the first host was not even asked
+    monkeypatch.setenv("LAUNCH_SSH_SET_ASIDE", "0")
+    be.set_aside(handle("10.9.9.2"), "preflight: again")
+    assert be.leases.aside("root@10.9.9.2:22", time.time()) is None  # and it comes back after
+
+
+def test_every_host_set_aside_is_no_capacity_saying_why(pool, tmp_path):
+    be, _ = backend_with([], Clock(), tmp_path)
+    be.set_aside(handle("10.9.9.1", "10.9.9.2"), "preflight: no GPU")
+    with pytest.raises(NoCapacityError, match=r"10.9.9.1 set aside for 3\d\d\d s more \(preflight: no GPU\)"):
+        be.provision(ProvisionRequest("job-2", 1, "ssh/duo"))
