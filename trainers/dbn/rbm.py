@@ -130,15 +130,32 @@ def make_optimizer(rbm: ConditionalRBM, lr: float, weight_decay: float,
                               {"params": [rbm.a, rbm.b], "weight_decay": 0.0}], lr=lr)
 
 
+class LinearDecay:
+    """``1 - step / steps``, floored at zero: the LR factor of a ``LambdaLR`` that brings the
+    rate down to zero over a timestep (the last PCD updates are then small, so the noise of the
+    chains does not stay in the weights). A class, not a lambda, so that it pickles."""
+
+    def __init__(self, steps: int):
+        self.steps = int(steps)
+
+    def __call__(self, step: int) -> float:
+        return max(0.0, 1.0 - step / self.steps)
+
+
+def linear_decay(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(opt, LinearDecay(steps))
+
+
 def fit(rbm: ConditionalRBM, v: torch.Tensor, c: torch.Tensor | None = None, *, epochs: int,
-        batch_size: int, k: int = 1, lr: float = 1e-3, weight_decay: float = 0.01,
+        batch_size: int, k: int = 1, lr: float = 0.02, weight_decay: float = 1e-4,
         seed: int = 0) -> torch.Tensor:
-    """Train ``rbm`` on rows ``v`` (given ``c``) without the harness: what the trainer does per
-    timestep, for tests and benchmarks. Returns the persistent chains."""
+    """Train ``rbm`` on rows ``v`` (given ``c``) without the harness, as the trainer trains one
+    timestep (AdamW, linear decay), for tests and benchmarks. Returns the persistent chains."""
     from trainers.common import ResumableSampler
 
     opt = make_optimizer(rbm, lr, weight_decay)
-    chains = torch.zeros(batch_size, rbm.hidden, device=v.device)
+    sched = linear_decay(opt, epochs * math.ceil(len(v) / batch_size))
+    chains = torch.zeros(batch_size, rbm.hidden, device=v.device, dtype=v.dtype)
     sampler = ResumableSampler(len(v), seed=seed)
     g = torch.Generator(device=v.device).manual_seed(seed)
     for epoch in range(epochs):
@@ -147,4 +164,5 @@ def fit(rbm: ConditionalRBM, v: torch.Tensor, c: torch.Tensor | None = None, *, 
             idx = idx.to(v.device)
             rbm.pcd_step(v[idx], None if c is None else c[idx], chains, k, generator=g)
             opt.step()
+            sched.step()
     return chains

@@ -29,7 +29,7 @@ from trainers.common.checkpoint import check_trainer, peek_state
 from trainers.common.state import KEY_EXTRA
 from trainers.dbn import data, diffusion, report
 from trainers.dbn.model import ModelConfig, build
-from trainers.dbn.rbm import make_optimizer
+from trainers.dbn.rbm import linear_decay, make_optimizer
 
 NAME = "dbn"
 EVAL_DRAWS = 4  # pairs drawn per scored code (each with its own noise and flipped bit)
@@ -75,7 +75,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g.add_argument("--beta-end", type=float, default=0.5, help="linear: beta_T (<= 0.5)" + _D)
     g.add_argument("--hidden", type=int, default=c.hidden, help="hidden units per RBM" + _D)
     g.add_argument("--gibbs-steps", type=int, default=1, help="k of PCD-k" + _D)
-    g.add_argument("--lr", type=float, default=0.01, help="AdamW learning rate of the RBMs" + _D)
+    g.add_argument("--lr", type=float, default=0.02,
+                   help="AdamW learning rate of the RBMs, decayed linearly to 0 over each "
+                        "timestep" + _D)
     g.add_argument("--weight-decay", type=float, default=1e-4,
                    help="AdamW weight decay of the couplings W, G, F" + _D)
     g.add_argument("--eval-codes", type=int, default=1000,
@@ -136,16 +138,6 @@ def resume_timestep(h: Harness) -> int:
     return int(found[1][KEY_EXTRA]["timestep"])
 
 
-class LinearDecay:
-    """``1 - step / steps``, floored at zero (a class, not a lambda, so that it pickles)."""
-
-    def __init__(self, steps: int):
-        self.steps = steps
-
-    def __call__(self, step: int) -> float:
-        return max(0.0, 1.0 - step / self.steps)
-
-
 class Job:
     """The data, the model and the stage the loop is in, with what each stage does."""
 
@@ -168,15 +160,13 @@ class Job:
 
     def optimizer(self, t: int) -> tuple[torch.optim.Optimizer, Any]:
         """The stage's optimizer and LR schedule: Adam at a constant rate for the autoencoder;
-        for an RBM, AdamW whose rate falls linearly to zero over the timestep's steps (the last
-        updates of PCD are then small, and the noise of the chains does not stay in the
-        weights)."""
+        for an RBM, AdamW whose rate falls linearly to zero over the timestep's steps."""
         if t == 0:
             return torch.optim.Adam(self.model.ae.parameters(), lr=self.args.ae_lr), None
         opt = make_optimizer(self.model.rbms[t - 1], self.args.lr, self.args.weight_decay,
                              condition_informative=float(self.beta[t - 1]) < 0.5)
         steps = self.args.epochs_per_timestep * math.ceil(len(self.train_x) / self.args.batch_size)
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, LinearDecay(steps))
+        return opt, linear_decay(opt, steps)
 
     def load_codes(self, extra: dict[str, Any]) -> None:
         if extra.get("codes") is not None:
