@@ -103,6 +103,7 @@ def draw_pll(history: list[dict[str, Any]], extra: dict[str, Any], path: Path) -
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     rows = [r for r in history if r.get("stage") == "rbm"]
     steps = sorted({r["timestep"] for r in rows})
@@ -128,6 +129,7 @@ def draw_pll(history: list[dict[str, Any]], extra: dict[str, Any], path: Path) -
     right.plot(steps, [extra["pll_start"].get(str(t), {}).get("pll_train") for t in steps],
                "--", color="grey", label="train, start")
     right.set(xlabel="timestep", ylabel="pseudo-log-likelihood", title="start and end")
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.legend(fontsize=8)
     for ax in (left, right):
         ax.grid(alpha=0.3)
