@@ -1,5 +1,6 @@
-"""Helpers of the trainer tests that run a task through `launch up --infra local`: the CLI, the
-wait for jobs to end, and the final checkpoint a job left in its file:// store."""
+"""Helpers for the trainers' end-to-end tests through ``launch up --infra local``: run the CLI,
+wait for jobs to end, and read a finished job's final checkpoint from its store folder.
+Loaded with ``launcher.testing.load_by_path`` (the tests are not a package)."""
 
 from __future__ import annotations
 
@@ -39,8 +40,12 @@ def wait_terminal(names: list[str], timeout: float) -> dict[str, dict]:
                          f"{[(n, j.get('state')) for n, j in jobs().items()]}")
 
 
+def store_folder(job: dict) -> Path:
+    return Path(job["store"][len("file://"):])
+
+
 def final_state(job: dict) -> dict:
-    prefix = Path(job["store"][len("file://"):])
+    prefix = store_folder(job)
     assert (prefix / contract.DONE_NAME).exists()
     step, path, _ = contract.latest_checkpoint(prefix / "ckpt")
     return torch.load(path / "state.pt", map_location="cpu", weights_only=True)

@@ -16,10 +16,10 @@ from launcher.testing import load_by_path
 from trainers.common.testing import assert_states_equal
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
-_jobs = load_by_path(Path(__file__).with_name("local_jobs.py"))
-launch, wait_terminal, final_state = _jobs.launch, _jobs.wait_terminal, _jobs.final_state
-TASK = REPO / "tasks" / "ham10000.yaml"
+local_jobs = load_by_path(Path(__file__).with_name("local_jobs.py"))
+launch, wait_terminal, final_state = (local_jobs.launch, local_jobs.wait_terminal,
+                                      local_jobs.final_state)
+TASK = local_jobs.REPO / "tasks" / "ham10000.yaml"
 ARCHS = ["resnet50", "densenet121"]
 # 32x32 images, ~85 training images in batches of 16: 6 steps an epoch, one epoch per
 # architecture, 12 steps; the pace (a second's sleep a step) leaves the drills, read from the

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from launcher import contract
-from trainers.common import CheckpointError, CheckpointWriter, find_resume, load_state
+from trainers.common import (CheckpointError, CheckpointWriter, Harness, ResumableSampler,
+                             find_resume, load_state)
 from trainers.common import checkpoint as ckpt_mod
 from trainers.common import state as S
 
@@ -197,3 +198,21 @@ def test_an_armed_save_pauses_between_the_files_and_the_manifest(tmp_path, monke
     writer.save({"w": torch.ones(3)}, step=8, epoch=0.6, metrics={}, fingerprint="f", best=None, reason="periodic")
     writer.wait()
     assert not at.exists()
+
+
+def test_epoch_end_without_save_keeps_periodic_and_final_checkpoints(tmp_path):
+    h = Harness("short", {"k": 1}, total_epochs=3, steps_per_epoch=2,
+                checkpoint_dir=tmp_path / "ckpt", output_dir=tmp_path / "out", ckpt_every=3,
+                keep_last=10, deadline=None, live_progress=False, plot=False)
+    sampler = ResumableSampler(4, seed=0)
+    h.track(model=torch.nn.Linear(2, 1), sampler=sampler)
+    with h:
+        h.resume()
+        for epoch in h.epochs():
+            for idx in sampler.batches(2):
+                h.step_done(n=len(idx))
+            h.epoch_done({}, save=epoch == 1)
+        h.finish()
+    reasons = {s: contract.read_manifest(p)["reason"]
+               for s, p in contract.local_checkpoints(tmp_path / "ckpt")}
+    assert reasons == {3: "periodic", 4: "epoch", 6: "final"}  # no checkpoint of epoch 1's end

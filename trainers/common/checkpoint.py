@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from launcher import contract
-from trainers.common.state import STATE_FILE
+from trainers.common.errors import HarnessError
+from trainers.common.state import KEY_CONFIG, KEY_EXTRA, STATE_FILE
 
 
 class CheckpointError(RuntimeError):
@@ -63,6 +64,47 @@ def find_resume(root: Path) -> tuple[int, Path, dict[str, Any]] | None:
 def load_state(folder: Path) -> dict[str, Any]:
     """The state dict of a verified checkpoint folder, on the CPU, without running any code."""
     return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def peek_state(root: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest verified checkpoint under ``root``, memory-mapped: ``(folder, state)``, or
+    None. For what a trainer must know before ``Harness.resume()`` (which stage to build)."""
+    found = find_resume(root)
+    if found is None:
+        return None
+    return found[1], torch.load(Path(found[1]) / STATE_FILE, map_location="cpu",
+                                weights_only=True, mmap=True)
+
+
+def check_trainer(folder: Path, state: dict[str, Any], trainer: str) -> None:
+    """A one-line ``HarnessError`` unless ``state`` was written by ``trainer`` (which records
+    its name as ``extra["trainer"]``)."""
+    extra = state.get(KEY_EXTRA) if isinstance(state, dict) else None
+    if not isinstance(extra, dict) or extra.get("trainer") != trainer:
+        keys = ", ".join(sorted((state.get(KEY_CONFIG) or {}) if isinstance(state, dict) else {}))
+        raise HarnessError(f"{folder}: not a checkpoint of the {trainer} trainer "
+                           f"(config keys: {keys or 'none'})")
+
+
+def open_checkpoint(path: str | os.PathLike, trainer: str) -> tuple[Path, dict[str, Any]]:
+    """``(folder, state)`` of a checkpoint of ``trainer``: ``path`` is one verified ``step-*``
+    folder or a folder of them (the newest verified one is taken). Every problem is a
+    one-line ``HarnessError`` naming the folder."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise HarnessError(f"{path}: no such checkpoint folder")
+    if contract.read_manifest(path) is None:
+        found = contract.latest_checkpoint(path)
+        if found is None:
+            raise HarnessError(f"{path}: no verified checkpoint (a step-* folder with its "
+                               f"MANIFEST.json) here")
+        path = found[1]
+    try:
+        state = load_state(path)
+    except Exception as e:
+        raise HarnessError(f"{path}: cannot read the checkpoint ({e})") from e
+    check_trainer(path, state, trainer)
+    return path, state
 
 
 def _best_step(committed: list[tuple[int, dict[str, Any]]]) -> int | None:

@@ -223,8 +223,12 @@ class Harness:
         if self.ckpt_every > 0 and self.step % self.ckpt_every == 0:
             self._save("periodic")
 
-    def epoch_done(self, metrics: dict[str, Any]) -> None:
-        """Call after the epoch's evaluation: records history, tracks the best, saves."""
+    def epoch_done(self, metrics: dict[str, Any], save: bool = True) -> None:
+        """Call after the epoch's evaluation: records history, tracks the best, saves.
+
+        ``save=False`` skips this epoch end's checkpoint (a stop notice still commits one), for
+        trainers whose epochs are too short to save after each; the periodic step checkpoints
+        go on as usual."""
         if not self._epoch_over():
             raise HarnessError(
                 f"epoch_done() after {self._consumed()} of {self.sampler.num_samples} samples: "
@@ -254,7 +258,8 @@ class Harness:
             self._done_wall = self.wall_time()
             return
         self.check_stop()
-        self._save("epoch")
+        if save:
+            self._save("epoch")
 
     def check_stop(self) -> None:
         """At a boundary: on a notice, or when the deadline is within what one more step and a

@@ -20,8 +20,8 @@ from typing import Sequence
 
 import torch
 
-from launcher import contract
-from trainers.common import HarnessError, load_state
+from trainers.common import HarnessError
+from trainers.common.checkpoint import open_checkpoint
 from trainers.common import state as S
 from trainers.denoise.model import GraphDiffusionDenoiser, build
 
@@ -30,23 +30,8 @@ TRAINER = "denoise"
 
 def load_model(checkpoint: str | Path) -> tuple[GraphDiffusionDenoiser, dict]:
     """The model of a denoise checkpoint and its extra state; a one-line error otherwise."""
-    path = Path(checkpoint).expanduser()
-    if not path.exists():
-        raise HarnessError(f"{path}: no such checkpoint folder")
-    if contract.read_manifest(path) is None:
-        found = contract.latest_checkpoint(path)
-        if found is None:
-            raise HarnessError(f"{path}: no verified checkpoint (a step-* folder with its "
-                               f"MANIFEST.json) here")
-        path = found[1]
-    try:
-        state = load_state(path)
-    except Exception as e:
-        raise HarnessError(f"{path}: cannot read the checkpoint ({e})") from e
-    extra = state.get(S.KEY_EXTRA) or {}
-    if extra.get("trainer") != TRAINER:
-        raise HarnessError(f"{path}: not a checkpoint of the denoise trainer "
-                           f"(config keys: {', '.join(sorted(state.get(S.KEY_CONFIG) or {}))})")
+    _, state = open_checkpoint(checkpoint, TRAINER)
+    extra = state[S.KEY_EXTRA]
     model = build(extra["model"])
     model.load_state_dict(state[S.KEY_MODEL])
     model.eval()

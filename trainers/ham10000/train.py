@@ -26,8 +26,8 @@ from torch.utils.data import BatchSampler, SequentialSampler
 
 from trainers.common import (Harness, HarnessError, add_harness_args, enable_determinism,
                              seed_everything)
-from trainers.common.checkpoint import find_resume
-from trainers.common.state import KEY_EXTRA, STATE_FILE
+from trainers.common.checkpoint import peek_state
+from trainers.common.state import KEY_EXTRA
 from trainers.ham10000 import evaluate as ev
 from trainers.ham10000 import report
 from trainers.ham10000.data import (CLASSES, SPLIT_NAME, ArchSampler, DataError, EpochBatches,
@@ -154,11 +154,8 @@ def cam_indices(val_records, n: int) -> list[int]:
 def peek_arch(ckpt_root: Path) -> int:
     """The architecture index the latest verified checkpoint is in (0 without one). Memory-
     mapped, so only the trainer's small state is read before the real resume."""
-    found = find_resume(ckpt_root)
-    if found is None:
-        return 0
-    state = torch.load(found[1] / STATE_FILE, map_location="cpu", weights_only=True, mmap=True)
-    return int(state[KEY_EXTRA]["arch_index"])
+    found = peek_state(ckpt_root)
+    return 0 if found is None else int(found[1][KEY_EXTRA]["arch_index"])
 
 
 class Arch:
