@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from launcher import contract
-from trainers.common.state import STATE_FILE
+from trainers.common.state import KEY_EXTRA, STATE_FILE
 
 
 class CheckpointError(RuntimeError):
@@ -57,6 +57,17 @@ def find_resume(root: Path) -> tuple[int, Path, dict[str, Any]] | None:
     """The highest step whose manifest verifies (sizes and sha256), or None. Folders without a
     manifest, or whose files do not match it, are skipped: they are never loaded."""
     return contract.latest_checkpoint(root)
+
+
+def peek_extra(root: Path) -> dict[str, Any] | None:
+    """The trainer's own state (``KEY_EXTRA``) in the latest verified checkpoint under ``root``,
+    or None without one. Memory-mapped, so only that small part is read: a trainer learns what
+    to build (which architecture, which vocabulary) before the real resume loads the rest."""
+    found = find_resume(root)
+    if found is None:
+        return None
+    state = torch.load(found[1] / STATE_FILE, map_location="cpu", weights_only=True, mmap=True)
+    return state[KEY_EXTRA]
 
 
 def load_state(folder: Path) -> dict[str, Any]:
