@@ -7,56 +7,24 @@ run's. The two jobs run side by side (detached), to keep the wall time down."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from launcher import contract
+from launcher.testing import load_by_path
 from trainers.common.testing import assert_states_equal
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
-TASK = REPO / "tasks" / "ham10000.yaml"
+_jobs = load_by_path(Path(__file__).with_name("local_jobs.py"))
+launch, final_state, wait_terminal = _jobs.launch, _jobs.final_state, _jobs.wait_terminal
+TASK = _jobs.REPO / "tasks" / "ham10000.yaml"
 ARCHS = ["resnet50", "densenet121"]
 # 32x32 images, ~85 training images in batches of 16: 6 steps an epoch, one epoch per
 # architecture, 12 steps; the pace (a second's sleep a step) leaves the drills, read from the
 # store's metrics (synced every few seconds), room to land inside the run.
 ENVS = ["SYNTHETIC=1", f"ARCHS={','.join(ARCHS)}", "IMAGE_SIZE=32", "EPOCHS=1", "BATCH_SIZE=16",
         "EXTRA_ARGS=--synthetic-lesions 30 --no-plot --step-sleep 1"]
-
-
-def launch(*args, timeout=300):
-    r = subprocess.run([sys.executable, "-m", "launcher.cli", *args], capture_output=True,
-                       text=True, timeout=timeout, cwd=REPO)
-    assert r.returncode == 0, f"launch {args} -> {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r
-
-
-def jobs() -> dict[str, dict]:
-    return {j["name"]: j for j in json.loads(launch("status", "--json").stdout)}
-
-
-def wait_terminal(names: list[str], timeout: float) -> dict[str, dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = jobs()
-        if all(found.get(n, {}).get("state") in ("SUCCEEDED", "FAILED", "CANCELLED")
-               for n in names):
-            return found
-        time.sleep(2)
-    raise AssertionError(f"jobs {names} not finished after {timeout} s: "
-                         f"{[(n, j.get('state')) for n, j in jobs().items()]}")
-
-
-def final_state(job: dict) -> dict:
-    prefix = Path(job["store"][len("file://"):])
-    assert (prefix / contract.DONE_NAME).exists()
-    step, path, _ = contract.latest_checkpoint(prefix / "ckpt")
-    return torch.load(path / "state.pt", map_location="cpu", weights_only=True)
 
 
 def test_two_architectures_resume_bit_exactly_after_a_notice_and_a_kill(tmp_path):
