@@ -11,16 +11,29 @@ from torch import nn
 from trainers.xr2text.text import BOS, EOS, PAD
 
 
-def build_encoder(arch: str, pretrained: bool) -> nn.Module:
+def _group_norm(channels: int) -> nn.Module:
+    return nn.GroupNorm(min(32, channels // 4), channels)
+
+
+def build_encoder(arch: str, pretrained: bool, norm: str = "batch") -> nn.Module:
     """The convolutional trunk of ``torchvision.models.<arch>`` (a ResNet without its pooling
-    and head, or any model's ``features``), from ImageNet weights with ``pretrained``."""
+    and head, or any model's ``features``), from ImageNet weights with ``pretrained``.
+
+    ``norm="group"`` builds a ResNet with group norm instead of batch norm: trained from
+    scratch on micro-batches of 4 studies, batch statistics are too noisy, and the running ones
+    validation uses drift from them (an untrained trunk then reads every image alike)."""
     from torchvision import models
 
     if arch not in models.list_models(module=models):
         raise ValueError(f"unknown --encoder {arch!r}; torchvision models include resnet18, "
                          f"resnet50, resnet101, densenet121, efficientnet_b0, mobilenet_v3_small")
+    if norm == "group" and (pretrained or not arch.startswith(("resnet", "resnext",
+                                                                "wide_resnet"))):
+        raise ValueError(f"--encoder-norm group needs a ResNet trained from scratch, not "
+                         f"{arch}{' with --pretrained' if pretrained else ''}")
+    kwargs = {"norm_layer": _group_norm} if norm == "group" else {}
     try:
-        model = models.get_model(arch, weights="DEFAULT" if pretrained else None)
+        model = models.get_model(arch, weights="DEFAULT" if pretrained else None, **kwargs)
     except Exception as e:  # no network, a proxy, a corrupt cache: one line, not a traceback
         raise ValueError(f"cannot fetch torchvision's weights for {arch} ({type(e).__name__}: "
                          f"{e}); run without --pretrained or put them in the torch hub "
@@ -35,16 +48,21 @@ def build_encoder(arch: str, pretrained: bool) -> nn.Module:
 
 class ReportGenerator(nn.Module):
     def __init__(self, vocab_size: int, *, encoder: str, pretrained: bool, image_size: int,
+                 encoder_norm: str = "batch",
                  views: int, d_model: int, layers: int, heads: int, ff: int, dropout: float,
                  max_len: int):
         super().__init__()
         self.max_len = max_len
-        self.encoder = build_encoder(encoder, pretrained)
+        self.encoder = build_encoder(encoder, pretrained, encoder_norm)
         with torch.no_grad():  # the trunk's output shape, in eval mode (no statistics move)
             was = self.encoder.training
             fmap = self.encoder.eval()(torch.zeros(1, 3, image_size, image_size))
             self.encoder.train(was)
         channels, cells = fmap.shape[1], fmap.shape[2] * fmap.shape[3]
+        # Each feature standardised across studies: an untrained trunk's features differ from
+        # one image to the next by a sliver of their common value, which a decoder cannot use
+        # (it learns the reports' language and ignores the images).
+        self.feature_norm = nn.BatchNorm1d(channels)
         self.project = nn.Sequential(nn.Linear(channels, d_model), nn.LayerNorm(d_model))
         self.visual_pos = nn.Parameter(torch.zeros(1, views * cells, d_model))
         self.embed = nn.Embedding(vocab_size, d_model, padding_idx=PAD)
@@ -60,7 +78,8 @@ class ReportGenerator(nn.Module):
         """``[B, views, 3, H, W]`` -> visual tokens ``[B, views * cells, d_model]``."""
         b, v = images.shape[:2]
         fmap = self.encoder(images.flatten(0, 1))  # [B*V, C, h, w]
-        tokens = fmap.flatten(2).transpose(1, 2).reshape(b, v * fmap.shape[2] * fmap.shape[3], -1)
+        cells = fmap.shape[2] * fmap.shape[3]
+        tokens = self.feature_norm(fmap.flatten(2)).transpose(1, 2).reshape(b, v * cells, -1)
         return self.project(tokens) + self.visual_pos
 
     def logits(self, memory: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -95,15 +95,15 @@ def render_frontal(scene: dict[str, Any], size: int, rng: np.random.Generator) -
         inside = ((xx - cx) / half_w) ** 2 + ((yy - 0.5) / (height / 2)) ** 2 < 1
         img = np.where(inside, img - 0.33, img)
     img += 0.25 * np.exp(-((xx - 0.5) / 0.03) ** 2)  # spine
-    heart_w = 0.15 if scene["big_heart"] else 0.09
-    img += 0.3 * np.clip(1 - (((xx - 0.54) / heart_w) ** 2 + ((yy - 0.66) / 0.11) ** 2), 0, 1)
+    heart_w = 0.17 if scene["big_heart"] else 0.09
+    img += 0.45 * np.clip(1 - (((xx - 0.54) / heart_w) ** 2 + ((yy - 0.66) / 0.11) ** 2), 0, 1)
     if scene["spine"]:
         for y in np.arange(0.25, 0.85, 0.12):
-            img += 0.25 * _blob(yy, xx, y + rng.normal(0, 0.01), 0.5, 0.015)
+            img += 0.5 * _blob(yy, xx, y + rng.normal(0, 0.01), 0.5, 0.02)
     for side, zone, size_ in scene["opacities"]:
         cy = top + (zone + 0.5) * height / 3 + rng.normal(0, 0.02)
         cx = lung_x[side] + rng.normal(0, 0.025)
-        img += 0.45 * _blob(yy, xx, cy, cx, 0.025 if size_ == "small" else 0.05)
+        img += 0.6 * _blob(yy, xx, cy, cx, 0.03 if size_ == "small" else 0.06)
     if scene["effusion"] is not None:
         side, size_ = scene["effusion"]
         level = 0.8 - (0.12 if size_ == "small" else 0.24)

@@ -53,8 +53,22 @@ _D = " (default: %(default)s)"
 # Flags whose default depends on the data: (real data, --synthetic). The real-data values are
 # R2Gen's (ResNet-101 trunk, 224 pixels, a 3-layer 512-wide decoder, lr 1e-4 / 5e-5).
 MODE_DEFAULTS = {"image_size": (224, 64), "encoder": ("resnet101", "resnet18"),
+                 "encoder_norm": ("batch", "group"),
                  "d_model": (512, 128), "layers": (3, 2), "heads": (8, 4), "ff": (512, 256),
-                 "lr": (1e-4, 1e-3), "encoder_lr": (5e-5, 5e-4)}
+                 "lr": (1e-4, 1e-3), "encoder_lr": (5e-5, 1e-3)}
+
+
+EPILOG = f"""data layout:
+  DIR/{REPORTS}: study_id, image_path (views joined by ';', relative to DIR), findings,
+  impression, optional split (train/val/test; without it --val-fraction of the studies is val)
+
+examples:
+  python -m trainers.xr2text --synthetic --epochs 12 --output-dir out --checkpoint-dir ckpt
+  python -m trainers.xr2text --data-dir data/iu_xray --pretrained --epochs 50
+  python -m trainers.xr2text --data-dir data/mimic --max-len 100 --min-count 10 --stage-ends 5,10,15
+
+outputs (in --output-dir): predictions.csv, results.json, training_history.csv, curves.png,
+examples.png, model_best.pt and model_epoch_N.pt (weights with their tokenizer)"""
 
 
 def _mode(key: str) -> str:
@@ -67,7 +81,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m trainers.xr2text", allow_abbrev=False,
         description="Train a chest X-ray report generator (torchvision CNN + Transformer "
                     "decoder) with a curriculum by report content; BLEU-1..4, ROUGE-L and "
-                    "METEOR as R2Gen computes them; resumable exactly.")
+                    "METEOR as R2Gen computes them; resumable exactly.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     g = p.add_argument_group("data")
     g.add_argument("--data-dir", metavar="DIR",
                    help=f"folder with {REPORTS} and the images it names (default: "
@@ -99,6 +114,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     m.add_argument("--pretrained", action="store_true",
                    help="start the encoder from torchvision's ImageNet weights (a download "
                         "where the machine can fetch it; by default nothing is downloaded)")
+    m.add_argument("--encoder-norm", choices=["batch", "group"],
+                   help="the trunk's normalisation; group (ResNets from scratch) does not "
+                        "depend on the micro-batch" + _mode("encoder_norm"))
     m.add_argument("--d-model", type=int, help="decoder width" + _mode("d_model"))
     m.add_argument("--layers", type=int, help="decoder layers" + _mode("layers"))
     m.add_argument("--heads", type=int, help="attention heads" + _mode("heads"))
@@ -138,6 +156,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="validation studies drawn with their reports in examples.png" + _D)
     add_harness_args(p, ckpt_every=50, log_every=5)
     args = p.parse_args(argv)
+    if args.pretrained and args.encoder_norm is None:
+        args.encoder_norm = "batch"  # the weights come with batch norm
     for key, (real, synthetic) in MODE_DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, synthetic if args.synthetic else real)
@@ -181,9 +201,9 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 def fingerprinted_config(args: argparse.Namespace) -> dict[str, Any]:
     """Everything that changes the numbers; paths, workers and output choices are left out."""
     keys = ["synthetic", "report_field", "val_fraction", "min_count", "max_len", "views",
-            "image_size", "encoder", "pretrained", "d_model", "layers", "heads", "ff", "dropout",
-            "beam_size", "epochs", "stage_ends", "batch_size", "accum_steps", "lr", "encoder_lr",
-            "weight_decay", "clip", "amp", "seed"]
+            "image_size", "encoder", "encoder_norm", "pretrained", "d_model", "layers", "heads",
+            "ff", "dropout", "beam_size", "epochs", "stage_ends", "batch_size", "accum_steps",
+            "lr", "encoder_lr", "weight_decay", "clip", "amp", "seed"]
     if args.synthetic:
         keys.append("synthetic_studies")
     return {k: getattr(args, k) for k in keys}
@@ -246,6 +266,7 @@ class Trainer:
         try:
             self.model = ReportGenerator(
                 vocab_size, encoder=args.encoder, pretrained=args.pretrained,
+                encoder_norm=args.encoder_norm,
                 image_size=args.image_size, views=args.views, d_model=args.d_model,
                 layers=args.layers, heads=args.heads, ff=args.ff, dropout=args.dropout,
                 max_len=args.max_len).to(args.device)
