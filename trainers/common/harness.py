@@ -55,12 +55,7 @@ class Harness:
         self.name = name
         self.config = json_clean(config)
         self.fingerprint = contract.fingerprint(self.config)
-        # Precedence: flag > environment (set by the launcher) > default.
-        try:
-            from_env = None if checkpoint_dir else contract.checkpoint_root_from_env()
-        except RuntimeError as e:  # a remote LAUNCH_CHECKPOINT_URI without a local folder
-            raise HarnessError(str(e)) from e
-        self.ckpt_root = Path(checkpoint_dir or from_env or "checkpoints")
+        self.ckpt_root = self.checkpoint_root(checkpoint_dir)
         self.out_dir = Path(output_dir or os.environ.get(contract.ENV_OUTPUT_DIR) or "outputs")
         self.force_resume = force_resume or os.environ.get(contract.ENV_FORCE_RESUME) == "1"
         self.total_epochs, self.steps_per_epoch = int(total_epochs), int(steps_per_epoch)
@@ -100,6 +95,17 @@ class Harness:
         self._last_n = 0
         self.model = self.optimizer = self.scheduler = self.scaler = None
         self.sampler: ResumableSampler | None = None
+
+    @staticmethod
+    def checkpoint_root(checkpoint_dir: str | os.PathLike | None = None) -> Path:
+        """The checkpoint folder a harness built with ``checkpoint_dir`` uses: the flag, else
+        the environment the launcher sets, else ``./checkpoints`` (for a trainer that must look
+        at its checkpoint before it can build the harness, see ``checkpoint.peek_extra``)."""
+        try:
+            from_env = None if checkpoint_dir else contract.checkpoint_root_from_env()
+        except RuntimeError as e:  # a remote LAUNCH_CHECKPOINT_URI without a local folder
+            raise HarnessError(str(e)) from e
+        return Path(checkpoint_dir or from_env or "checkpoints")
 
     @classmethod
     def from_args(cls, args: Any, **kwargs: Any) -> "Harness":
