@@ -59,10 +59,10 @@ class ReportGenerator(nn.Module):
             fmap = self.encoder.eval()(torch.zeros(1, 3, image_size, image_size))
             self.encoder.train(was)
         channels, cells = fmap.shape[1], fmap.shape[2] * fmap.shape[3]
-        # Each feature standardised across studies: an untrained trunk's features differ from
-        # one image to the next by a sliver of their common value, which a decoder cannot use
-        # (it learns the reports' language and ignores the images).
-        self.feature_norm = nn.BatchNorm1d(channels)
+        # Each feature at each place standardised across studies: an untrained trunk's features
+        # differ from one image to the next by a sliver of what they differ by from place to
+        # place, which a decoder cannot use (it learns the reports' language, not the images).
+        self.feature_norm = nn.BatchNorm1d(channels * cells)
         self.project = nn.Sequential(nn.Linear(channels, d_model), nn.LayerNorm(d_model))
         self.visual_pos = nn.Parameter(torch.zeros(1, views * cells, d_model))
         self.embed = nn.Embedding(vocab_size, d_model, padding_idx=PAD)
@@ -78,8 +78,9 @@ class ReportGenerator(nn.Module):
         """``[B, views, 3, H, W]`` -> visual tokens ``[B, views * cells, d_model]``."""
         b, v = images.shape[:2]
         fmap = self.encoder(images.flatten(0, 1))  # [B*V, C, h, w]
-        cells = fmap.shape[2] * fmap.shape[3]
-        tokens = self.feature_norm(fmap.flatten(2)).transpose(1, 2).reshape(b, v * cells, -1)
+        n, c, cells = fmap.shape[0], fmap.shape[1], fmap.shape[2] * fmap.shape[3]
+        fmap = self.feature_norm(fmap.reshape(n, c * cells)).reshape(n, c, cells)
+        tokens = fmap.transpose(1, 2).reshape(b, v * cells, c)
         return self.project(tokens) + self.visual_pos
 
     def logits(self, memory: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -55,7 +55,7 @@ _D = " (default: %(default)s)"
 MODE_DEFAULTS = {"image_size": (224, 64), "encoder": ("resnet101", "resnet18"),
                  "encoder_norm": ("batch", "group"),
                  "d_model": (512, 128), "layers": (3, 2), "heads": (8, 4), "ff": (512, 256),
-                 "lr": (1e-4, 1e-3), "encoder_lr": (5e-5, 1e-3)}
+                 "lr": (1e-4, 1e-3), "encoder_lr": (5e-5, 1e-4)}
 
 
 EPILOG = f"""data layout:
