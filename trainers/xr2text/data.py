@@ -21,7 +21,6 @@ from typing import Any, Sequence
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from trainers.common import ResumableSampler

@@ -37,8 +37,8 @@ from trainers.common.metrics import write_history
 from trainers.common.resume import better
 from trainers.xr2text import report
 from trainers.xr2text.data import (FIELDS, REPORTS, CurriculumSampler, DataError, StudyImages,
-                                   category_counts, default_stage_ends, load_split,
-                                   most_common_report, read_studies, schedule, stage_members)
+                                   category_counts, default_stage_ends, load_split, read_studies,
+                                   schedule, stage_members)
 from trainers.xr2text.model import ReportGenerator, param_count
 from trainers.xr2text.scoring import score
 from trainers.xr2text.synthetic import write_synthetic
