@@ -17,12 +17,13 @@ from trainers.common.testing import assert_states_equal
 pytestmark = pytest.mark.integration
 _jobs = load_by_path(Path(__file__).with_name("local_jobs.py"))
 TASK = _jobs.REPO / "tasks" / "xr2text.yaml"
-# 40 studies (32 for training) on 32-pixel views, a one-layer decoder; four epochs, one per
-# stage, two micro-batches per optimizer step: about 9 steps. A second's sleep a step leaves the
-# drills, read from the store's metrics (synced every few seconds), room to land inside the run.
-TINY = ("--synthetic-studies 40 --image-size 32 --d-model 32 --layers 1 --heads 2 --ff 64 "
+# 60 studies (48 for training) on 32-pixel views, a one-layer decoder; four epochs, one per
+# stage, two micro-batches per optimizer step: about 13 steps. Two seconds' sleep a step leaves
+# the drills, read from the store's metrics (synced every few seconds), room to land inside the
+# run, however fast the machine.
+TINY = ("--synthetic-studies 60 --image-size 32 --d-model 32 --layers 1 --heads 2 --ff 64 "
         "--beam-size 1 --accum-steps 2 --ckpt-every 1 --log-every 1 --meteor off --no-plot "
-        "--step-sleep 1")
+        "--step-sleep 2")
 ENVS = ["SYNTHETIC=1", "EPOCHS=4", "STAGE_ENDS=1,2,3", f"EXTRA_ARGS={TINY}"]
 
 
