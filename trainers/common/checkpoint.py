@@ -61,6 +61,14 @@ def find_resume(root: Path) -> tuple[int, Path, dict[str, Any]] | None:
     return contract.latest_checkpoint(root)
 
 
+def peek_extra(root: Path) -> dict[str, Any] | None:
+    """The trainer's own state (``KEY_EXTRA``) in the latest verified checkpoint under ``root``,
+    or None without one. Memory-mapped, so only that small part is read: a trainer learns what
+    to build (which architecture, which vocabulary) before the real resume loads the rest."""
+    found = peek_state(root)
+    return None if found is None else found[1][KEY_EXTRA]
+
+
 def load_state(folder: Path) -> dict[str, Any]:
     """The state dict of a verified checkpoint folder, on the CPU, without running any code."""
     return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)

@@ -50,19 +50,18 @@ class Harness:
                  output_dir: str | os.PathLike | None = None, ckpt_every: int = 100,
                  log_every: int = 10, keep_last: int = 2, force_resume: bool = False,
                  best: tuple[str, str] | None = None, step_sleep: float = 0.0, plot: bool = True,
-                 deadline: Any = _FROM_ENV, live_progress: bool | None = None):
+                 deadline: Any = _FROM_ENV, live_progress: bool | None = None,
+                 total_steps: int | None = None):
         self.name = name
         self.config = json_clean(config)
         self.fingerprint = contract.fingerprint(self.config)
-        # Precedence: flag > environment (set by the launcher) > default.
-        try:
-            from_env = None if checkpoint_dir else contract.checkpoint_root_from_env()
-        except RuntimeError as e:  # a remote LAUNCH_CHECKPOINT_URI without a local folder
-            raise HarnessError(str(e)) from e
-        self.ckpt_root = Path(checkpoint_dir or from_env or "checkpoints")
+        self.ckpt_root = self.checkpoint_root(checkpoint_dir)
         self.out_dir = Path(output_dir or os.environ.get(contract.ENV_OUTPUT_DIR) or "outputs")
         self.force_resume = force_resume or os.environ.get(contract.ENV_FORCE_RESUME) == "1"
         self.total_epochs, self.steps_per_epoch = int(total_epochs), int(steps_per_epoch)
+        # Epochs of different lengths (a curriculum's stages) give the total directly.
+        self.total_steps = int(total_steps if total_steps is not None
+                               else self.total_epochs * self.steps_per_epoch)
         self.ckpt_every, self.log_every = int(ckpt_every), int(log_every)
         if best is not None and best[1] not in ("max", "min"):
             raise ValueError(f"best mode must be 'max' or 'min', got {best[1]!r}")
@@ -73,7 +72,7 @@ class Harness:
         self.notice = StopNotice(deadline)
         self.writer = CheckpointWriter(self.ckpt_root, keep_last)
         self.metrics_log = MetricsLog(self.out_dir / contract.METRICS_NAME)
-        self.progress = Progress(name, self.total_epochs * self.steps_per_epoch, every=log_every,
+        self.progress = Progress(name, self.total_steps, every=log_every,
                                  live=live_progress)
         # Loop state (saved in KEY_LOOP and neighbours).
         self.epoch = self.step = self.batch_in_epoch = 0
@@ -97,6 +96,17 @@ class Harness:
         self._last_n = 0
         self.model = self.optimizer = self.scheduler = self.scaler = None
         self.sampler: ResumableSampler | None = None
+
+    @staticmethod
+    def checkpoint_root(checkpoint_dir: str | os.PathLike | None = None) -> Path:
+        """The checkpoint folder a harness built with ``checkpoint_dir`` uses: the flag, else
+        the environment the launcher sets, else ``./checkpoints`` (for a trainer that must look
+        at its checkpoint before it can build the harness, see ``checkpoint.peek_extra``)."""
+        try:
+            from_env = None if checkpoint_dir else contract.checkpoint_root_from_env()
+        except RuntimeError as e:  # a remote LAUNCH_CHECKPOINT_URI without a local folder
+            raise HarnessError(str(e)) from e
+        return Path(checkpoint_dir or from_env or "checkpoints")
 
     @classmethod
     def from_args(cls, args: Any, **kwargs: Any) -> "Harness":
@@ -336,7 +346,7 @@ class Harness:
 
     def _log(self, kind: str, fields: dict[str, Any]) -> None:
         self.metrics_log.log({"kind": kind, "step": self.step, "epoch": self.epoch_progress(),
-                              "total_steps": self.total_epochs * self.steps_per_epoch,
+                              "total_steps": self.total_steps,
                               "total_epochs": self.total_epochs,
                               "attempt": self.attempt, "time": round(time.time(), 3),
                               "wall": round(self.wall_time(), 3), **fields})

@@ -27,7 +27,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from trainers.common import ResumableSampler
-from trainers.imagenet.data import IMAGENET_MEAN, IMAGENET_STD, epoch_plan
+from trainers.common.loading import IMAGENET_MEAN, IMAGENET_STD, epoch_plan, sample_seed
 
 METADATA = "HAM10000_metadata.csv"
 IMAGE_DIRS = ("HAM10000_images_part_1", "HAM10000_images_part_2", ".")
@@ -172,11 +172,6 @@ def write_split(path: Path, records: Sequence[Record], split: Sequence[str]) -> 
 
 
 # --- images and augmentation ------------------------------------------------------------------
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The augmentation seed of one sample in one epoch (a pure function)."""
-    return ((seed * 1_000_003 + epoch) * 2_000_003 + index) % (2**63)
-
 
 def load_rgb(path: Path, size: int) -> Image.Image:
     """The image decoded at (about) the size it will be used at: JPEG ``draft`` mode decodes a

@@ -26,8 +26,9 @@ from torch.utils.data import BatchSampler, SequentialSampler
 
 from trainers.common import (Harness, HarnessError, add_harness_args, enable_determinism,
                              seed_everything)
-from trainers.common.checkpoint import peek_state
-from trainers.common.state import KEY_EXTRA
+from trainers.common.amp import autocast_for, resolve_amp
+from trainers.common.checkpoint import peek_extra
+from trainers.common.loading import make_loader
 from trainers.ham10000 import evaluate as ev
 from trainers.ham10000 import report
 from trainers.ham10000.data import (CLASSES, SPLIT_NAME, ArchSampler, DataError, EpochBatches,
@@ -36,8 +37,6 @@ from trainers.ham10000.data import (CLASSES, SPLIT_NAME, ArchSampler, DataError,
                                     write_split)
 from trainers.ham10000.model import ARCHS, build_model, param_count
 from trainers.ham10000.synthetic import write_synthetic
-from trainers.imagenet.data import make_loader
-from trainers.imagenet.model import autocast_for, resolve_amp
 
 NAME = "ham10000"
 DEFAULT_DATA = "data/ham10000"
@@ -152,10 +151,9 @@ def cam_indices(val_records, n: int) -> list[int]:
 
 
 def peek_arch(ckpt_root: Path) -> int:
-    """The architecture index the latest verified checkpoint is in (0 without one). Memory-
-    mapped, so only the trainer's small state is read before the real resume."""
-    found = peek_state(ckpt_root)
-    return 0 if found is None else int(found[1][KEY_EXTRA]["arch_index"])
+    """The architecture index the latest verified checkpoint is in (0 without one)."""
+    extra = peek_extra(ckpt_root)
+    return 0 if extra is None else int(extra["arch_index"])
 
 
 class Arch:

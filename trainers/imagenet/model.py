@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
-from typing import Callable
-
-import torch
 from torch import nn
+
+# Shared with the other trainers; still importable from here.
+from trainers.common.amp import autocast_for, resolve_amp  # noqa: F401
 
 
 def build_model(arch: str, num_classes: int, pretrained: bool) -> nn.Module:
@@ -26,22 +24,3 @@ def build_model(arch: str, num_classes: int, pretrained: bool) -> nn.Module:
         parent = model.get_submodule(name.rpartition(".")[0])
         setattr(parent, name.rpartition(".")[2], nn.Linear(head.in_features, num_classes))
     return model
-
-
-def resolve_amp(mode: str, device: torch.device) -> str:
-    """``auto`` is fp16 (with a GradScaler) on CUDA and off on a CPU, where float32 is both the
-    fastest without bf16 hardware and bit-exact across a resume."""
-    if mode == "auto":
-        return "fp16" if device.type == "cuda" else "off"
-    if mode == "fp16" and device.type != "cuda":
-        raise ValueError("--amp fp16 needs CUDA; on a CPU use bf16 or off")
-    return mode
-
-
-def autocast_for(amp: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    """A factory of autocast contexts (``nullcontext`` when AMP is off):
-    ``with autocast(): ...``."""
-    if amp == "off":
-        return contextlib.nullcontext
-    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
-    return functools.partial(torch.autocast, device.type, dtype=dtype)

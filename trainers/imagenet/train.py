@@ -29,9 +29,10 @@ from torch.utils.data import BatchSampler, SequentialSampler
 from trainers.common import (Harness, HarnessError, ResumableSampler, add_harness_args,
                              enable_determinism, seed_everything)
 from trainers.imagenet import report
-from trainers.imagenet.data import (EpochBatches, SeededImageFolder, TrainTransform, ValTransform,
-                                    check_layout, epoch_plan, make_loader)
-from trainers.imagenet.model import autocast_for, build_model, resolve_amp
+from trainers.common.loading import EpochBatches, epoch_plan, make_loader
+from trainers.imagenet.data import SeededImageFolder, TrainTransform, ValTransform, check_layout
+from trainers.common.amp import autocast_for, optimizer_step, resolve_amp
+from trainers.imagenet.model import build_model
 from trainers.imagenet.selection import ControllerConfig, PIController
 from trainers.imagenet.step import MicroStats, micro_step
 from trainers.imagenet.synthetic import write_synthetic
@@ -262,14 +263,7 @@ class Trainer:
                               autocast=self.autocast, scaler=self.scaler,
                               loss_weight=1.0 / len(group), round_to=args.ast_round))
             self.sampler.position += len(y)  # consumed (workers have read further ahead)
-        if self.scaler is not None:
-            self.scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.clip)
-        if self.scaler is not None:
-            self.scaler.step(opt)
-            self.scaler.update()
-        else:
-            opt.step()
+        optimizer_step(opt, self.model.parameters(), self.scaler, args.clip)
         self.scheduler.step()
         if args.device.type == "cuda":
             torch.cuda.synchronize()  # the clock measures finished work
