@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -83,8 +84,29 @@ def wait(what: str, fn, timeout: float, every: float = 0.2):
     raise RuntimeError(f"bench/recovery.py: timed out after {timeout:.0f} s waiting for {what}")
 
 
-def after_kill(lines: list[dict], killed: float, **match) -> list[dict]:
-    return [m for m in lines if m.get("time", 0) > killed and all(m.get(k) == v for k, v in match.items())]
+RESUMED = re.compile(r"resumed from \S+ \(step (\d+)")
+
+
+def watch_resume(what: str, old: Path, new: Path, log: Path, killed: float, timeout: float) -> dict:
+    """Follow the run after the kill until it trains again: ``before`` (the last step the old
+    run trained, kept even when a resume truncates a shared metrics file), ``resumed`` (the
+    checkpoint step it resumed from, from the trainer's log) and ``again`` (the trainer's
+    timestamp of the first step after it)."""
+    before, deadline = 0, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = max([before] + [m.get("step", 0) for m in metrics(old) if m.get("kind") == "train"])
+        try:
+            found = RESUMED.findall(log.read_text(errors="replace"))
+        except OSError:
+            found = []
+        if found:
+            step = int(found[-1])
+            again = [m for m in metrics(new) if m.get("kind") == "train" and m.get("step") == step + 1
+                     and m.get("time", 0) > killed]
+            if again:
+                return {"before": before, "resumed": step, "again": again[0]["time"]}
+        time.sleep(0.2)
+    raise RuntimeError(f"bench/recovery.py: timed out after {timeout:.0f} s waiting for {what}")
 
 
 def run_args(epochs: int) -> str:
@@ -129,15 +151,14 @@ def ours(args, work: Path) -> dict:
              lambda: any(m.get("step", 0) >= args.kill_at for m in metrics(out_a)), 600)
         killed = time.time()
         a.kill()
-        before = max(m["step"] for m in metrics(out_a) if m.get("kind") == "train")
-        say(args, f"ours: host-a killed after step {before}")
+        say(args, "ours: host-a killed")
         first = wait("attempt 1 to end", lambda: (x := st.State().attempts(job.id)) and x[0].ended and x[0], 120)
-        out_b = b.root / "attempts" / job.run_id / "attempt-2" / "outputs" / "metrics.jsonl"
-        again = wait("attempt 2's first step",
-                     lambda: after_kill(metrics(out_b), killed, kind="train", attempt=2), 300)[0]
-        return {"detect_s": round(first.ended - killed, 1), "again_s": round(again["time"] - killed, 1),
-                "killed_after_step": before, "resumed_from_step": again["step"] - 1,
-                "recomputed_steps": before - (again["step"] - 1), "how": first.reason}
+        att_b = b.root / "attempts" / job.run_id / "attempt-2"
+        r = watch_resume("attempt 2's first step", out_a, att_b / "outputs" / "metrics.jsonl",
+                         att_b / "run.log", killed, 300)
+        return {"detect_s": round(first.ended - killed, 1), "again_s": round(r["again"] - killed, 1),
+                "killed_after_step": r["before"], "resumed_from_step": r["resumed"],
+                "recomputed_steps": r["before"] - r["resumed"], "how": first.reason}
     finally:
         if job is not None:
             subprocess.run([ssh.LAUNCH, "down", str(job.id)], capture_output=True, timeout=300)
@@ -175,15 +196,16 @@ def skypilot(args, work: Path) -> dict:
         (slurm_job,) = lab.run(["squeue", "-h", "-o", "%i"]).stdout.split()
         killed = time.time()
         lab.run(["scancel", slurm_job])
-        before = max(m["step"] for m in metrics(prefix / "metrics.jsonl") if m.get("kind") == "train")
-        say(args, f"skypilot: allocation {slurm_job} cancelled after step {before}")
+        say(args, f"skypilot: allocation {slurm_job} cancelled")
         wait("SkyPilot to notice", lambda: sl.managed_jobs(lab, task, "status") not in ([], ["RUNNING"]), 600, 0)
         noticed = time.time()
-        again = wait("the first step after the kill",
-                     lambda: after_kill(metrics(prefix / "metrics.jsonl"), killed, kind="train"), 900, 1.0)[0]
-        return {"detect_s": round(noticed - killed, 1), "again_s": round(again["time"] - killed, 1),
-                "killed_after_step": before, "resumed_from_step": again["step"] - 1,
-                "recomputed_steps": before - (again["step"] - 1), "how": "managed job recovered by SkyPilot"}
+        # One attempt for us, one metrics file and one log in the shared store for both runs.
+        shared = prefix / "metrics.jsonl"
+        r = watch_resume("the first step after the kill", shared, shared, prefix / "logs" / "attempt-1.log",
+                         killed, 900)
+        return {"detect_s": round(noticed - killed, 1), "again_s": round(r["again"] - killed, 1),
+                "killed_after_step": r["before"], "resumed_from_step": r["resumed"],
+                "recomputed_steps": r["before"] - r["resumed"], "how": "managed job recovered by SkyPilot"}
     finally:
         if job is not None:
             lab.launch("down", job, timeout=300)

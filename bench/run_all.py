@@ -25,6 +25,7 @@ REPO = BENCH.parent
 # name -> (script, arguments that keep it within a few minutes on 2 cores, what it measures)
 BENCHES = {
     "cli": ("cli.py", [], "CLI start-up against SkyPilot's"),
+    "recovery": ("recovery.py", [], "a lost machine: launch's SSH pool against a SkyPilot managed job on Slurm"),
     "transfer": ("transfer.py", [], "store throughput against boto3, the aws CLI and the ceiling"),
     "checkpoint": ("checkpoint.py", [], "checkpoint stall, async against synchronous saves"),
     "deadline": ("deadline.py", [], "spot/on-demand policies against a deadline on real traces"),
