@@ -284,8 +284,13 @@ class Supervisor:
                        keep_last=int(job.options.get("keep_last", 3)),
                        sync_interval=float(job.options.get("sync_interval", 5.0)),
                        drill=str(d) if (d := self._agent_drill(job)) else "",
-                       accelerators=(res or {}).get("accelerators") if self.backend.preflight_accelerators else None,
+                       accelerators=(res or {}).get("accelerators") if self._preflight() else None,
                        sample_interval=float(job.options.get("sample_interval", 10.0)))
+
+    def _preflight(self) -> bool:
+        """Whether the agent checks the machine's accelerators before the run: on backends that
+        rent machines, unless LAUNCH_PREFLIGHT=0 (hosts whose GPUs the check cannot see)."""
+        return self.backend.preflight_accelerators and os.environ.get("LAUNCH_PREFLIGHT", "1") != "0"
 
     def _watch(self, n: int, handle: dict[str, Any]) -> Event:
         option = int(handle.get("option", 0))

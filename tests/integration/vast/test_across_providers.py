@@ -54,7 +54,8 @@ def test_kaggle_out_of_quota_then_vast_spot_outbid_twice_then_vast_on_demand(vas
         vast.add_host(name, min_bid=0.10, dph_total=0.50)
     task = tmp_path / "anywhere.yaml"
     task.write_text(TASK)
-    with fake_kaggle.FakeKaggle(tmp_path / "kaggle") as kaggle:
+    # Kaggle's own quota view says the week's GPU hours are spent (so does launch's count).
+    with fake_kaggle.FakeKaggle(tmp_path / "kaggle", quota_hours=30.0, quota_used=30.0) as kaggle:
         for k, v in {**kaggle.env(), "LAUNCH_KAGGLE_WEEKLY_GPU_HOURS": "0.01"}.items():  # < one session
             monkeypatch.setitem(vast.env, k, v)
         out = vast.launch("up", str(task), "--store", vast.store, "-d")
