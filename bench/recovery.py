@@ -75,13 +75,9 @@ def metrics(path: Path) -> list[dict]:
 
 
 def wait(what: str, fn, timeout: float, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(every)
-    raise RuntimeError(f"bench/recovery.py: timed out after {timeout:.0f} s waiting for {what}")
+    from launcher.testing import wait_for
+
+    return wait_for(fn, timeout=timeout, what=what, every=every)
 
 
 RESUMED = re.compile(r"resumed from \S+ \(step (\d+)")

@@ -377,7 +377,7 @@ class Agent:
             self.proc = self._bash(script, env, cwd)
             write_atomic(self.dir / RUN_PGID_NAME, str(self.proc.pid))
             if self.notice.is_set():  # came while it was being started: it gets it too
-                _killpg(self.proc.pid, signal.SIGTERM)
+                killpg(self.proc.pid, signal.SIGTERM)
             stop = threading.Event()
             syncer = threading.Thread(target=self._sync_loop, args=(stop,), daemon=True)
             syncer.start()
@@ -414,7 +414,7 @@ class Agent:
                 return
         except Exception as e:
             self.say(f"fire drill {drill} dropped: {e!r}")
-            _killpg(self.proc.pid if self.proc is not None else None, signal.SIGCONT)  # if it froze it
+            killpg(self.proc.pid if self.proc is not None else None, signal.SIGCONT)  # if it froze it
             for p in (*self.hook_dir.glob("armed-*"), *self.hook_dir.glob("at-*")):
                 p.unlink(missing_ok=True)
 
@@ -430,13 +430,13 @@ class Agent:
         """Freeze the run, make sure the training has not finished meanwhile, record the drill in
         the store, then kill everything (``kill``) or give ourselves the notice (``term``)."""
         pgid = self.proc.pid if self.proc is not None else None
-        _killpg(pgid, signal.SIGSTOP)
+        killpg(pgid, signal.SIGSTOP)
         line = chaos.last_metrics_line(self.out_dir / contract.METRICS_NAME)
         at = self.hook_dir / f"at-{drill.phase}" if drill.phase else None
         # In the middle of a save the steps are all done but the final checkpoint is not yet: a
         # machine lost there loses work, so it still counts (the metrics are not asked then).
         if chaos.training_done(None if drill.phase == "save" else line, self.ckpt_dir):
-            _killpg(pgid, signal.SIGCONT)
+            killpg(pgid, signal.SIGCONT)
             self.say(f"fire drill {drill} not fired: the training had finished")
             if at is not None:
                 at.unlink(missing_ok=True)
@@ -452,9 +452,9 @@ class Agent:
         except Exception as e:  # the drill still fires; the supervisor just cannot name it
             self.say(f"could not record the fire drill: {e}")
         if drill.kind == "kill":  # the machine vanishes: nothing more is uploaded
-            _killpg(pgid, signal.SIGKILL)
+            killpg(pgid, signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)
-        _killpg(pgid, signal.SIGCONT)
+        killpg(pgid, signal.SIGCONT)
         os.kill(os.getpid(), signal.SIGTERM)  # the same way in as a real notice
         if at is not None:
             at.unlink(missing_ok=True)
@@ -514,7 +514,8 @@ def store_note(text: str) -> str:
             f"on the machine{steps}")
 
 
-def _killpg(pgid: int | None, sig: int) -> None:
+def killpg(pgid: int | None, sig: int) -> None:
+    """Signal a process group; nothing for no group, pid 1, or one already gone."""
     if not pgid or pgid <= 1:
         return
     try:

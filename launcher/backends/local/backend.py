@@ -54,15 +54,6 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def _killpg(pgid: int | None, sig: int) -> None:
-    if not pgid or pgid <= 1:
-        return
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 class LocalBackend(Backend):
     name = "local"
     agent_drills = True
@@ -142,8 +133,8 @@ class LocalBackend(Backend):
                 os.kill(pid, signal.SIGTERM)
         elif kind == "kill":
             # The machine vanishes: the agent and the run die at once, nothing is uploaded.
-            _killpg(handle.get("agent_pid") if _pid_alive(handle.get("agent_pid")) else None, signal.SIGKILL)
-            _killpg(_read_int(attempt_dir / agent_files.RUN_PGID_NAME), signal.SIGKILL)
+            agent_files.killpg(handle.get("agent_pid") if _pid_alive(handle.get("agent_pid")) else None, signal.SIGKILL)
+            agent_files.killpg(_read_int(attempt_dir / agent_files.RUN_PGID_NAME), signal.SIGKILL)
         else:
             raise ValueError(f"unknown fire drill {kind!r}")
 
@@ -153,8 +144,8 @@ class LocalBackend(Backend):
             return
         run_pgid = _read_int(attempt_dir / agent_files.RUN_PGID_NAME)
         if _pid_alive(handle.get("agent_pid")):
-            _killpg(handle["agent_pid"], signal.SIGKILL)
-        _killpg(run_pgid, signal.SIGKILL)
+            agent_files.killpg(handle["agent_pid"], signal.SIGKILL)
+        agent_files.killpg(run_pgid, signal.SIGKILL)
         # Keep the log and spec; drop the bulky copies (code, local and queued checkpoints) and the secrets.
         for name in ("workdir", "checkpoints", agent_files.QUEUE_NAME, agent_files.SECRETS_NAME):
             p = attempt_dir / name
