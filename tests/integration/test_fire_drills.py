@@ -35,6 +35,11 @@ REPO = Path(__file__).resolve().parents[2]
 TRAIN = "--epochs 3 --num-samples 3040 --image-size 16 --width 8 --no-plot"
 ENV = {"OMP_NUM_THREADS": "1"}
 TEN_DRILLS = "kill@8%,kill@18%,kill@19%,kill@22%,term@33%,term@36%,kill@40%,kill@74%,kill@86%,kill@91%"
+# A metrics line every step, so a drill lands on the step its share names, and paced steps (a
+# checkpoint interval of 10 steps is >= 0.3 s), so the agent, which reads the metrics every 0.05 s,
+# keeps up with the trainer even on a busy machine: the last drill (91 %) has ten steps to fire in.
+# Both tests use these flags, so they share one reference run.
+PACED = "--ckpt-every 10 --log-every 1 --step-sleep 0.03"
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +114,8 @@ def resumed_steps(job: dict, n: int) -> dict[int, int]:
 
 
 def test_ten_drills_fire_inside_training_and_cost_only_their_restarts(tmp_path, reference):
-    ref = reference()
-    job, attempts, events, elapsed = drilled_job(task(tmp_path), TEN_DRILLS)
+    ref = reference(PACED)
+    job, attempts, events, elapsed = drilled_job(task(tmp_path, PACED), TEN_DRILLS)
     assert job["state"] == "SUCCEEDED", job["reason"]
     drills = TEN_DRILLS.split(",")
     assert [a.state for a in attempts] == ["PREEMPTED"] * 10 + ["SUCCEEDED"]
@@ -144,13 +149,10 @@ def random_kills(seed: int, n: int = 20) -> str:
 
 def test_twenty_random_kills_mid_save_and_mid_upload_resume_bit_exactly(tmp_path, reference):
     seed = int(os.environ.get("LAUNCH_DRILL_SEED") or time.time())
-    chaos, every = random_kills(seed), 10
-    # A metrics line every step, so a kill lands on the step its share names; paced steps (a
-    # checkpoint interval is 10 steps, >= 0.3 s), so the agent's look for a checkpoint to upload
-    # (every 0.1 s) keeps up with the trainer even on a busy machine.
-    flags = f"--ckpt-every {every} --log-every 1 --step-sleep 0.03"
-    ref = reference(flags)
-    job, attempts, events, elapsed = drilled_job(task(tmp_path, flags), chaos)
+    chaos, every = random_kills(seed), 10  # PACED: a checkpoint every 10 steps
+    # The pacing also lets the agent's look for a checkpoint to upload (every 0.1 s) keep up.
+    ref = reference(PACED)
+    job, attempts, events, elapsed = drilled_job(task(tmp_path, PACED), chaos)
     assert job["state"] == "SUCCEEDED", job["reason"]
     fired, resumed = fired_steps(events), resumed_steps(job, len(attempts))
     phase = {n: m.group(2) or "" for e in events
