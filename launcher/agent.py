@@ -147,6 +147,9 @@ class Agent:
             env[contract.ENV_CHECKPOINT_URI] = self.spec["store_uri"].rstrip("/") + "/" + contract.CKPT_PREFIX.rstrip("/")
         if self.spec.get("deadline"):
             env[contract.ENV_DEADLINE] = str(self.spec["deadline"])
+        # torchrun forwards a notice to its workers, then kills them after this many seconds:
+        # give them the grace we give the run, so an emergency checkpoint is not cut short.
+        env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(int(float(self.spec.get("stop_grace", 300)))))
         return env
 
     # --- sync ----------------------------------------------------------------------------------
@@ -373,6 +376,7 @@ class Agent:
                 self.say(f"preemption notice before {phase}: exiting {contract.EXIT_PREEMPTED}")
                 return contract.EXIT_PREEMPTED
             self.say(f"{phase} started")
+            (self.hook_dir / contract.STOPPED_NAME).unlink(missing_ok=True)
             self.run_started = time.time()
             self.proc = self._bash(script, env, cwd)
             write_atomic(self.dir / RUN_PGID_NAME, str(self.proc.pid))
@@ -475,6 +479,13 @@ class Agent:
             self.say(f"could not publish the exit code: {e}")
 
     def _finish(self, rc: int, phase: str) -> int:
+        stopped = self.hook_dir / contract.STOPPED_NAME
+        if rc not in (0, contract.EXIT_PREEMPTED) and stopped.exists():
+            # The trainer stopped with its state saved, under a launcher that reports any
+            # worker's non-zero exit as 1 (torchrun): it asked to be resumed.
+            self.say(f"{phase} exited {rc} after the trainer stopped with its state saved "
+                     f"({stopped.read_text(errors='replace').strip()}): a preemption")
+            rc = contract.EXIT_PREEMPTED
         if self.notice.is_set() and rc != 0 and rc != contract.EXIT_PREEMPTED:
             # The run died from the notice without saying so itself (no handler): a preemption.
             self.say(f"{phase} ended by the preemption notice (code {rc})")
@@ -515,13 +526,51 @@ def store_note(text: str) -> str:
 
 
 def killpg(pgid: int | None, sig: int) -> None:
-    """Signal a process group; nothing for no group, pid 1, or one already gone."""
+    """Signal a process group and every process descended from it; nothing for no group, pid 1,
+    or one already gone. Descendants count because some leave the group: torchrun starts each
+    worker in a session of its own, and a machine that vanishes (SIGKILL) or freezes (SIGSTOP)
+    takes them along. They are listed before anything is signalled, while their parents live."""
     if not pgid or pgid <= 1:
         return
+    others = _descendants(pgid)
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+    for pid in others:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _descendants(pgid: int) -> list[int]:
+    """Processes outside group ``pgid`` whose ancestry leads into it (from /proc; none where
+    there is no /proc)."""
+    parent: dict[int, int] = {}
+    group: dict[int, int] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp ...
+        parent[int(name)], group[int(name)] = int(fields[1]), int(fields[2])
+    inside = {pid for pid, g in group.items() if g == pgid}
+    found: list[int] = []
+    frontier = set(inside)
+    while frontier:
+        frontier = {pid for pid, pp in parent.items() if pp in frontier and pid not in inside
+                    and pid not in found}
+        found.extend(sorted(frontier))
+    return found
 
 
 def _become_subreaper() -> None:

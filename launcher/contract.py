@@ -221,6 +221,32 @@ def deadline_from_env() -> float | None:
 # ``save``: the trainer wrote a checkpoint's files, not yet its manifest. ``upload``: the agent
 # put a checkpoint's files in the store, not yet its manifest. ``download``: the agent fetched the
 # checkpoint to resume from and has not started the run yet.
+def rank_rng_name(rank: int) -> str:
+    """The file of a checkpoint folder holding the RNG state of ``rank`` (ranks 1.. under torchrun;
+    rank 0's is in state.pt)."""
+    return f"rng-rank-{int(rank):05d}.pt"
+
+
+# Written into $LAUNCH_HOOK_DIR by a run that stopped with its state saved (a notice or its
+# deadline): torchrun exits 1 whatever its workers' codes were, so the agent reads the stop here.
+STOPPED_NAME = "stopped"
+
+
+def note_stopped(reason: str, step: int, hook_dir: str | os.PathLike | None = None) -> None:
+    """Say that the run stopped at ``step`` with its state saved, for the agent (no-op outside
+    ``launch``)."""
+    root = hook_dir or os.environ.get(ENV_HOOK_DIR)
+    if not root:
+        return
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        tmp = Path(root) / (STOPPED_NAME + ".tmp")
+        tmp.write_text(json.dumps({"reason": reason, "step": int(step), "time": time.time()}))
+        os.replace(tmp, Path(root) / STOPPED_NAME)
+    except OSError:
+        pass
+
+
 HOOK_PHASES = ("save", "upload", "download")
 
 

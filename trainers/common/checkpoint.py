@@ -29,8 +29,10 @@ class CheckpointError(RuntimeError):
 
 def write_checkpoint(root: Path, state: dict[str, Any], *, step: int, epoch: float,
                      metrics: dict[str, Any] | None, fingerprint: str,
-                     best: dict[str, Any] | None, reason: str) -> Path:
+                     best: dict[str, Any] | None, reason: str,
+                     files: dict[str, Any] | None = None) -> Path:
     """Write ``state`` as the checkpoint of ``step`` under ``root``; returns its folder.
+    ``files``: more objects to save next to it, by file name (the other ranks' RNG states).
 
     Order matters: any stale manifest goes first, then the files (each through a ``.tmp`` name,
     fsynced), then the manifest. A folder left at the same step by a killed attempt is cleared,
@@ -41,12 +43,13 @@ def write_checkpoint(root: Path, state: dict[str, Any], *, step: int, epoch: flo
         (folder / contract.MANIFEST_NAME).unlink(missing_ok=True)
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    tmp = folder / (STATE_FILE + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / STATE_FILE)
+    for name, obj in {**(files or {}), STATE_FILE: state}.items():
+        tmp = folder / (name + ".tmp")
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / name)
     contract.hook_point("save", f"step {step}")  # a fire drill may stop the machine right here
     manifest = contract.build_manifest(folder, step=step, epoch=epoch, metrics=metrics,
                                        fingerprint=fingerprint, best=best)

@@ -12,6 +12,12 @@ A trainer reads like this (see ``trainers/quickstart/train.py``)::
             h.epoch_done(evaluate(model))
         h.finish(results)
 
+Under ``torchrun`` (see ``trainers.common.distributed``) the same loop runs on every rank: the
+sampler hands each rank its shard, ``step_done`` sums the step's sample count and scalars over
+the ranks (one small all-reduce, which also carries each rank's stop verdict, so all stop at the
+same step), rank 0 alone writes checkpoints (every rank's RNG state in it, one file per rank),
+metrics and outputs, and a resume broadcasts rank 0's checkpoint to all.
+
 Stops happen only at step boundaries, where the state is consistent. The last step of an epoch
 is not a boundary for saving: its state is saved after the evaluation, by ``epoch_done``, so the
 checkpoint of a step is always taken at one point (a later attempt may rewrite the same step).
@@ -24,12 +30,15 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import torch
+
 from launcher import contract
+from trainers.common import distributed
 from trainers.common import state as S
 from trainers.common.checkpoint import CheckpointWriter, find_resume, load_state
 from trainers.common.errors import HarnessError, Preempted
 from trainers.common.metrics import MetricsLog, write_history, write_results
-from trainers.common.notices import StopNotice
+from trainers.common.notices import REASON_DEADLINE, REASON_PREEMPTED, StopNotice
 from trainers.common.progress import Progress
 from trainers.common.resume import better, check_fingerprint, json_clean, manifest_best
 from trainers.common.sampler import ResumableSampler
@@ -39,6 +48,18 @@ HISTORY_NAME = "history.csv"
 DASHBOARD_NAME = "dashboard.png"
 _FIRST_SAVE_GUESS_S = 1.0  # deadline margin for a save before any save has been timed
 _FROM_ENV = object()
+_UNSET = object()
+
+
+class _RankMetrics(MetricsLog):
+    """Ranks other than 0 keep the line count (it is in the checkpoint) but write nothing."""
+
+    def truncate(self, step: int, seq: int) -> int:
+        self.seq = seq
+        return 0
+
+    def log(self, record: dict[str, Any]) -> None:
+        self.seq += 1
 
 
 class Harness:
@@ -70,10 +91,15 @@ class Harness:
         if deadline is _FROM_ENV:
             deadline = contract.deadline_from_env()
         self.notice = StopNotice(deadline)
+        self.world = distributed.world()
+        self.main = self.world.main  # rank 0 writes checkpoints, metrics and outputs
         self.writer = CheckpointWriter(self.ckpt_root, keep_last)
-        self.metrics_log = MetricsLog(self.out_dir / contract.METRICS_NAME)
+        log_cls = MetricsLog if self.main else _RankMetrics
+        self.metrics_log = log_cls(self.out_dir / contract.METRICS_NAME)
         self.progress = Progress(name, self.total_steps, every=log_every,
-                                 live=live_progress)
+                                 live=live_progress if self.main else False,
+                                 stream=None if self.main else open(os.devnull, "w"))
+        self._agreed: Any = _UNSET  # the stop verdict all ranks reached at this boundary
         # Loop state (saved in KEY_LOOP and neighbours).
         self.epoch = self.step = self.batch_in_epoch = 0
         self.done = False
@@ -149,29 +175,59 @@ class Harness:
         Either way ``metrics.jsonl`` is cut back to what the starting point had seen.
         """
         self._require_tracked()
-        found = find_resume(self.ckpt_root)
+        found = self._find_and_load()
         if found is None:
             self.metrics_log.truncate(0, 0)
             self.say(f"no checkpoint under {self.ckpt_root}: starting from scratch "
                      f"(attempt {self.attempt})")
             return False
-        step, folder, manifest = found
-        state = load_state(folder)
+        step, folder, state, rngs = found
         forced = check_fingerprint(folder, state.get(S.KEY_FINGERPRINT), state.get(S.KEY_CONFIG),
                                    self.config, self.fingerprint, self.force_resume)
         if forced:
             self.say(f"resuming despite a config change ({forced}): forced")
+        saved_world = int(state[S.KEY_LOOP].get(S.LOOP_WORLD, 1))
+        rng = rngs[self.world.rank] if self.world.rank < len(rngs) else rngs[0]
         try:
-            self._apply(state)
+            self._apply(state, rng)
         except (KeyError, ValueError, RuntimeError) as e:
             raise HarnessError(f"cannot load checkpoint {folder}: {e}") from e
         self._last_saved_step = step
-        write_history(self.out_dir / HISTORY_NAME, self.history)
+        if self.main:
+            write_history(self.out_dir / HISTORY_NAME, self.history)
         self.say(f"resumed from {folder} (step {self.step}, epoch {self.epoch_progress():.3f}, "
                  f"attempt {self.attempt})")
+        if saved_world != self.world.size:
+            self.say(f"notice: checkpoint of step {step} was written by {saved_world} process(es), "
+                     f"this run has {self.world.size}: the global sample order goes on from "
+                     f"position {self.sampler.position} of epoch {self.epoch + 1}, but the run is no "
+                     f"longer bit-identical to an uninterrupted one (the batch per step changed)")
         return True
 
-    def _apply(self, state: dict[str, Any]) -> None:
+    def _find_and_load(self) -> tuple[int, Path, dict[str, Any], list[dict[str, Any]]] | None:
+        """Rank 0 finds and loads the newest verified checkpoint (with every rank's RNG state)
+        and hands it to the other ranks: they never depend on their own copy of the store."""
+        loaded: Any = None
+        if self.main:
+            try:
+                found = find_resume(self.ckpt_root)
+                if found is not None:
+                    step, folder, _ = found
+                    state = load_state(folder)
+                    saved_world = int(state[S.KEY_LOOP].get(S.LOOP_WORLD, 1))
+                    rngs = [state[S.KEY_RNG]] + [
+                        torch.load(folder / contract.rank_rng_name(r), map_location="cpu",
+                                   weights_only=True) for r in range(1, saved_world)]
+                    loaded = (step, folder, state, rngs)
+            except Exception as e:  # every rank must learn of it, or they wait forever
+                loaded = e
+        if self.world.distributed:
+            loaded = distributed.broadcast(loaded)
+        if isinstance(loaded, BaseException):
+            raise loaded
+        return loaded
+
+    def _apply(self, state: dict[str, Any], rng: dict[str, Any]) -> None:
         self.model.load_state_dict(state[S.KEY_MODEL])
         for obj, key in ((self.optimizer, S.KEY_OPTIMIZER), (self.scheduler, S.KEY_SCHEDULER),
                          (self.scaler, S.KEY_SCALER)):
@@ -193,7 +249,7 @@ class Harness:
         if self.done:
             self._done_wall = self._wall_before
         self.metrics_log.truncate(self.step, loop[S.LOOP_METRICS_SEQ])
-        S.restore_rng(state[S.KEY_RNG])  # last: nothing above may draw from a generator after it
+        S.restore_rng(rng)  # last: nothing above may draw from a generator after it
 
     # --- the loop ---------------------------------------------------------------------------------
     def epochs(self) -> Iterator[int]:
@@ -215,6 +271,8 @@ class Harness:
         Logs, shows progress, and at a boundary stops (preemption/deadline) or saves."""
         now = time.perf_counter()
         self._step_s, self._boundary = now - self._boundary, now
+        if self.world.distributed:
+            n, scalars = self._reduce_step(n, scalars)
         self.step += 1
         self.batch_in_epoch += 1
         self._last_n = n
@@ -228,6 +286,7 @@ class Harness:
         if self.step_sleep > 0:
             time.sleep(self.step_sleep)  # counted in the next step's time, as it should be
         if self._epoch_over():
+            self._agreed = _UNSET
             return  # the epoch's last step: epoch_done() saves after the evaluation
         self.check_stop()
         if self.ckpt_every > 0 and self.step % self.ckpt_every == 0:
@@ -241,7 +300,7 @@ class Harness:
         go on as usual."""
         if not self._epoch_over():
             raise HarnessError(
-                f"epoch_done() after {self._consumed()} of {self.sampler.num_samples} samples: "
+                f"epoch_done() after {self._consumed()} of {self.sampler.epoch_size} samples: "
                 f"every sample of the epoch must go through step_done(n=...) (no drop_last)")
         now = time.perf_counter()
         self._eval_s = now - self._boundary
@@ -257,7 +316,8 @@ class Harness:
                              "lr": self.lr(), "epoch_time": round(self.wall_time() - self._epoch_wall0, 3),
                              "wall_time": round(self.wall_time(), 3)})
         self._log("eval", {**self.metrics, **train})
-        write_history(self.out_dir / HISTORY_NAME, self.history)
+        if self.main:
+            write_history(self.out_dir / HISTORY_NAME, self.history)
         self.say(f"epoch {self.epoch}/{self.total_epochs} " +
                  " ".join(f"{k} {v:.4g}" for k, v in {**train, **self.metrics}.items()
                           if isinstance(v, (int, float))))
@@ -275,15 +335,40 @@ class Harness:
         """At a boundary: on a notice, or when the deadline is within what one more step and a
         save take, commit a checkpoint (waiting for the write in flight) and raise Preempted."""
         if self.done or self._epoch_over():
+            self._agreed = _UNSET
             return  # finished (nothing left to save), or inside an epoch's evaluation
-        reason = self.notice.reason(self._margin())
+        reason = self._stop_reason()
         if reason is None:
             return
         self.writer.wait()
         if self._last_saved_step != self.step:
             self._save(reason, blocking=True)
+        distributed.barrier()  # no rank leaves before rank 0 has committed the checkpoint
         self.say(f"{reason}: checkpoint of step {self.step} committed in {self.ckpt_root}")
+        if self.main:
+            contract.note_stopped(reason, self.step)
         raise Preempted(reason, self.step)
+
+    def _stop_reason(self) -> str | None:
+        """This rank's verdict, or on several ranks the one they all reached: preempted if any
+        rank was notified, else deadline if any rank's deadline is due (agreed in the step's
+        all-reduce when there was one at this boundary, else in one of its own)."""
+        if not self.world.distributed:
+            return self.notice.reason(self._margin())
+        agreed, self._agreed = self._agreed, _UNSET
+        if agreed is _UNSET:
+            agreed = _verdict(distributed.all_sum(_votes(self.notice.reason(self._margin()))))
+        return agreed
+
+    def _reduce_step(self, n: int, scalars: dict[str, float]) -> tuple[int, dict[str, float]]:
+        """One all-reduce per step: the samples of the step on every rank, the sample-weighted
+        sums of its scalars, and every rank's stop verdict. Returns the global count and means."""
+        keys = sorted(scalars)
+        votes = _votes(self.notice.reason(self._margin()))
+        sums = distributed.all_sum([float(n), *votes, *(float(scalars[k]) * n for k in keys)])
+        total = int(round(sums[0]))
+        self._agreed = _verdict(sums[1:3])
+        return total, {k: v / max(total, 1) for k, v in zip(keys, sums[3:])}
 
     def finish(self, results: dict[str, Any] | None = None,
                panels: Sequence[tuple[str, Sequence[str]]] = ()) -> dict[str, Any]:
@@ -295,10 +380,15 @@ class Harness:
         if self._last_saved_step != self.step:
             self._save("final", blocking=True)
         self.writer.wait()
+        distributed.barrier()
         out = {"name": self.name, "config": self.config, "fingerprint": self.fingerprint,
                "epochs": self.epoch, "steps": self.step, "wall_time": round(self.wall_time(), 3),
                "attempts": self.attempt, "final": self.history[-1] if self.history else {},
                "best": self.best, "history": self.history, **(results or {})}
+        if self.world.distributed:
+            out["world_size"] = self.world.size
+        if not self.main:
+            return out
         write_results(self.out_dir / RESULTS_NAME, out)
         write_history(self.out_dir / HISTORY_NAME, self.history)
         if self.plot and panels:
@@ -317,14 +407,14 @@ class Harness:
         """Epochs done as a fraction: 1.5 is the middle of the second epoch."""
         if self.sampler is None or self.batch_in_epoch == 0:
             return float(self.epoch)
-        return round(self.epoch + self._consumed() / self.sampler.num_samples, 4)
+        return round(self.epoch + self._consumed() / self.sampler.epoch_size, 4)
 
     def _consumed(self) -> int:
         """Samples of this epoch that went through step_done(n=...)."""
         return int(self.running.get("n", 0))
 
     def _epoch_over(self) -> bool:
-        return self._consumed() >= self.sampler.num_samples
+        return self._consumed() >= self.sampler.epoch_size
 
     def wall_time(self) -> float:
         """Seconds spent by every attempt so far (frozen once the run is done)."""
@@ -341,7 +431,7 @@ class Harness:
         the next step ends the epoch, and a save (the last one's duration)."""
         write = self.writer.last_write_seconds
         save = self._snapshot_s + (write if write is not None else _FIRST_SAVE_GUESS_S)
-        next_ends_epoch = self.sampler.num_samples - self._consumed() <= self._last_n
+        next_ends_epoch = self.sampler.epoch_size - self._consumed() <= self._last_n
         return self._step_s + save + (self._eval_s if next_ends_epoch else 0.0)
 
     def _log(self, kind: str, fields: dict[str, Any]) -> None:
@@ -366,7 +456,8 @@ class Harness:
         loop = {S.LOOP_EPOCH: self.epoch, S.LOOP_STEP: self.step, S.LOOP_BATCH: self.batch_in_epoch,
                 S.LOOP_DONE: self.done, S.LOOP_ATTEMPT: self.attempt,
                 S.LOOP_METRICS_SEQ: self.metrics_log.seq, S.LOOP_RUNNING: self.running,
-                S.LOOP_METRICS_STEP: self.metrics_step, S.LOOP_EPOCH_START_TIME: self._epoch_wall0}
+                S.LOOP_METRICS_STEP: self.metrics_step, S.LOOP_EPOCH_START_TIME: self._epoch_wall0,
+                S.LOOP_WORLD: self.world.size}
         return S.to_host({
             S.KEY_FORMAT: S.STATE_FORMAT, S.KEY_MODEL: self.model.state_dict(),
             S.KEY_OPTIMIZER: sd(self.optimizer), S.KEY_SCHEDULER: sd(self.scheduler),
@@ -378,11 +469,25 @@ class Harness:
         })
 
     def _save(self, reason: str, blocking: bool = False) -> None:
+        """Every rank comes here at the same step; rank 0 writes, with every rank's RNG state."""
         t0 = time.perf_counter()
+        rngs = distributed.gather(S.capture_rng()) if self.world.distributed else None
+        if not self.main:
+            self._last_saved_step = self.step
+            return
         state = self.snapshot()
+        files = {contract.rank_rng_name(r): S.to_host(rng) for r, rng in enumerate(rngs or [], 0) if r > 0}
         self._snapshot_s = time.perf_counter() - t0
-        self.writer.save(state, blocking=blocking, step=self.step, epoch=self.epoch_progress(),
+        self.writer.save(state, blocking=blocking, files=files, step=self.step, epoch=self.epoch_progress(),
                          metrics=self.metrics, fingerprint=self.fingerprint, reason=reason,
                          best=manifest_best(self.best_key, self.best_mode, self.metrics,
                                             self.metrics_step))
         self._last_saved_step = self.step
+
+
+def _votes(reason: str | None) -> list[float]:
+    return [float(reason == REASON_PREEMPTED), float(reason == REASON_DEADLINE)]
+
+
+def _verdict(votes: Sequence[float]) -> str | None:
+    return REASON_PREEMPTED if votes[0] > 0 else REASON_DEADLINE if votes[1] > 0 else None

@@ -27,11 +27,13 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return ((seed * 1_000_003 + epoch) * 2_000_003 + index) % (2**63)
 
 
-def epoch_plan(num_samples: int, batch_size: int) -> list[tuple[int, int]]:
-    """The ``[start, end)`` positions of an epoch's batches. A last batch of a single sample is
-    merged into the one before (batch norm cannot train on one sample)."""
-    plan = [(a, min(a + batch_size, num_samples)) for a in range(0, num_samples, batch_size)]
-    if len(plan) > 1 and plan[-1][1] - plan[-1][0] < 2:
+def epoch_plan(num_samples: int, batch_size: int, world_size: int = 1) -> list[tuple[int, int]]:
+    """The ``[start, end)`` global positions of an epoch's steps, ``batch_size`` samples per rank
+    each (``num_samples``: the padded epoch, a multiple of ``world_size``). A last step of a single
+    sample per rank is merged into the one before (batch norm cannot train on one sample)."""
+    size = batch_size * world_size
+    plan = [(a, min(a + size, num_samples)) for a in range(0, num_samples, size)]
+    if len(plan) > 1 and plan[-1][1] - plan[-1][0] < 2 * world_size:
         plan[-2:] = [(plan[-2][0], num_samples)]
     return plan
 
@@ -39,32 +41,38 @@ def epoch_plan(num_samples: int, batch_size: int) -> list[tuple[int, int]]:
 class EpochBatches:
     """Batch sampler: the rest of the epoch from ``sampler.position``, which it does not move.
 
-    Each item is ``(dataset index, augmentation seed)``. Iterate once per epoch (the DataLoader
-    does so on every ``iter(loader)``, persistent workers or not).
+    Each item is ``(dataset index, augmentation seed)``; under torchrun, this rank's share of
+    the step (``ResumableSampler.shard``), and the loop advances the sampler with
+    ``sampler.advance(len(batch))``. Iterate once per epoch (the DataLoader does so on every
+    ``iter(loader)``, persistent workers or not).
     """
 
     def __init__(self, sampler: ResumableSampler, batch_size: int, seed: int):
         self.sampler, self.batch_size, self.seed = sampler, batch_size, seed
 
     def plan(self) -> list[tuple[int, int]]:
-        return epoch_plan(self.sampler.num_samples, self.batch_size)
+        return epoch_plan(self.sampler.epoch_size, self.batch_size, self.sampler.world_size)
 
     def remaining(self) -> list[tuple[int, int]]:
+        """The steps still to come. A position inside a step (a checkpoint written by another
+        number of processes) starts with the rest of that step."""
         start = self.sampler.position
         plan = self.plan()
-        if start not in {a for a, _ in plan} | {self.sampler.num_samples}:
-            raise ValueError(f"sampler position {start} is not at a batch boundary of "
-                             f"batch size {self.batch_size}")
+        if start not in {a for a, _ in plan} | {self.sampler.epoch_size}:
+            if self.sampler.world_size == 1 and not self.sampler.resharded:
+                raise ValueError(f"sampler position {start} is not at a batch boundary of "
+                                 f"batch size {self.batch_size}")
+            return [(max(a, start), b) for a, b in plan if b > start]
         return [(a, b) for a, b in plan if a >= start]
 
     def __len__(self) -> int:
         return len(self.remaining())
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        order, epoch = self.sampler.order(), self.sampler.epoch
+        order, epoch = self.sampler.padded_order(), self.sampler.epoch
         for a, b in self.remaining():
-            yield [(int(order[k]), sample_seed(self.seed, epoch, int(order[k])))
-                   for k in range(a, b)]
+            yield [(int(i), sample_seed(self.seed, epoch, int(i)))
+                   for i in self.sampler.shard(a, b, order)]
 
 
 def _worker_init(_worker_id: int) -> None:

@@ -45,6 +45,10 @@ LOOP_METRICS_SEQ = "metrics_seq"  # lines in metrics.jsonl at the time of the ch
 LOOP_RUNNING = "running"  # per-epoch sums behind the running means (train loss, ...)
 LOOP_METRICS_STEP = "metrics_step"  # the step at which the latest evaluation was made
 LOOP_EPOCH_START_TIME = "epoch_start_time"  # wall time (all attempts) when the current epoch began
+LOOP_WORLD = "world_size"  # processes that trained (1 without torchrun; absent in older checkpoints)
+
+# Under torchrun, ranks 1.. have their RNG state in a file of their own next to state.pt
+# (launcher.contract.rank_rng_name), listed in the manifest like every file of the folder.
 
 
 def to_host(obj: Any) -> Any:

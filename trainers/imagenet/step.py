@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainers.common import distributed
 from trainers.imagenet.selection import PIController, sample_scores, select
 
 
@@ -89,11 +90,14 @@ def micro_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     scored = sample_scores(logits, y)
     stats.loss_sum = float(scored["ce"].sum())
     stats.correct = int(scored["correct"].sum())
-    controller.init_from(scored["score"])
+    # Under torchrun every rank's controller sees the whole step (all ranks' scores and counts),
+    # so they keep one threshold, the one rank 0's checkpoint saves.
+    controller.init_from(scored["score"] if controller.initialized else distributed.all_gather_cat(scored["score"]))
     stats.thr = controller.thr
     idx = select(scored["score"], controller.thr, round_to)
     stats.selected = int(idx.numel())
-    controller.update(stats.selected, b)
+    selected, seen = distributed.all_sum([stats.selected, b])
+    controller.update(int(selected), int(seen))
     xs, ys = x[idx], y[idx]
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
         xs = xs.contiguous(memory_format=torch.channels_last)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, SequentialSampler
 
-from trainers.common import (Harness, HarnessError, ResumableSampler, add_harness_args,
+from trainers.common import (Harness, HarnessError, ResumableSampler, add_harness_args, distributed,
                              enable_determinism, seed_everything)
 from trainers.imagenet import report
 from trainers.common.loading import EpochBatches, epoch_plan, make_loader
@@ -137,8 +137,7 @@ def _ast_args(g) -> None:
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Fill the defaults that depend on the machine or on other flags."""
-    args.device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                               else "cpu" if args.device == "auto" else args.device)
+    args.device = distributed.init(args.device)  # under torchrun: the process group, this rank's GPU
     args.amp = resolve_amp(args.amp, args.device)
     if args.deterministic == "auto":
         args.deterministic = "on" if args.device.type == "cpu" else "off"
@@ -197,10 +196,11 @@ def evaluate(model, loader, device, autocast) -> dict[str, float]:
 
 
 def load_data(args: argparse.Namespace):
-    if args.synthetic:
+    if args.synthetic and distributed.world().local_rank == 0:  # one writer per machine
         write_synthetic(args.data_dir, num_classes=args.synthetic_classes,
                         train_per_class=args.synthetic_train, val_per_class=args.synthetic_val,
                         size=args.synthetic_size, seed=args.seed)
+    distributed.barrier()
     try:
         train_dir, val_dir = check_layout(args.data_dir)
         train_set = SeededImageFolder(train_dir, TrainTransform(args.image_size,
@@ -222,6 +222,7 @@ class Trainer:
         self.args, self.sampler = args, sampler
         self.model = build_model(args.arch, num_classes, args.pretrained).to(
             args.device, memory_format=torch.channels_last)
+        self.net = self.model  # what trains: DistributedDataParallel(model) under torchrun
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=args.lr,
                                          momentum=args.momentum, weight_decay=args.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_with_warmup(
@@ -259,10 +260,10 @@ class Trainer:
         for x, y in group:
             x = x.to(args.device, non_blocking=True, memory_format=torch.channels_last)
             y = y.to(args.device, non_blocking=True)
-            st.add(micro_step(self.model, x, y, controller=self.controller,
+            st.add(micro_step(self.net, x, y, controller=self.controller,
                               autocast=self.autocast, scaler=self.scaler,
                               loss_weight=1.0 / len(group), round_to=args.ast_round))
-            self.sampler.position += len(y)  # consumed (workers have read further ahead)
+            self.sampler.advance(len(y))  # consumed (workers have read further ahead); on every rank
         optimizer_step(opt, self.model.parameters(), self.scaler, args.clip)
         self.scheduler.step()
         if args.device.type == "cuda":
@@ -313,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     val_loader = make_loader(val_set, BatchSampler(SequentialSampler(val_set),
                                                    args.eval_batch_size, drop_last=False),
                              args.workers, pin)
-    steps_per_epoch = math.ceil(len(epoch_plan(len(train_set), args.batch_size))
+    steps_per_epoch = math.ceil(len(epoch_plan(sampler.epoch_size, args.batch_size, sampler.world_size))
                                 / args.accum_steps)
     t = Trainer(args, num_classes, steps_per_epoch, sampler)
 
@@ -324,6 +325,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 sampler=sampler)
         if h.resume():
             t.load_extra_state(h.extra)
+        t.net = distributed.parallel(t.model)  # DDP on several processes
         h.say(f"{args.arch} on {args.device} ({args.amp} AMP, deterministic "
               f"{args.deterministic}), {len(train_set)} train / {len(val_set)} val images in "
               f"{num_classes} classes, AST {args.ast}"

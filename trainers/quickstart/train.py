@@ -1,6 +1,7 @@
 """Quickstart: train a small CNN on synthetic images, resumable at any step.
 
-Run ``python -m trainers.quickstart --help``. Under ``launch`` the checkpoint and output folders
+Run ``python -m trainers.quickstart --help``; on several processes
+``torchrun --nproc_per_node 2 -m trainers.quickstart`` (``--batch-size`` is per process). Under ``launch`` the checkpoint and output folders
 come from the environment (``launcher.contract``); run by hand they default to ./checkpoints and
 ./outputs. Running it again after it finished finds the final checkpoint and only rewrites the
 outputs.
@@ -9,13 +10,12 @@ outputs.
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from trainers.common import Harness, ResumableSampler, add_harness_args, enable_determinism
+from trainers.common import Harness, ResumableSampler, add_harness_args, distributed, enable_determinism
 from trainers.quickstart.data import make_images, split
 from trainers.quickstart.model import SmallCNN
 
@@ -30,7 +30,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     "with exact resume after preemption.")
     d = " (default: %(default)s)"
     p.add_argument("--epochs", type=int, default=5, help="epochs to train" + d)
-    p.add_argument("--batch-size", type=int, default=64, help="training batch size" + d)
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="training batch size of each process (under torchrun)" + d)
     p.add_argument("--lr", type=float, default=0.05, help="peak learning rate (cosine decay)" + d)
     p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd",
                    help="SGD with Nesterov momentum 0.9, or Adam" + d)
@@ -95,28 +96,27 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     images, labels = make_images(args.num_samples, args.seed, size=args.image_size,
                                  noise=args.noise)
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(args.device)
+    device = distributed.init(args.device)  # under torchrun: the process group, this rank's GPU
     images, labels = images.to(device), labels.to(device)  # small enough to live on the device
     (train_x, train_y), (val_x, val_y) = split(images, labels, args.val_fraction)
-    steps_per_epoch = math.ceil(len(train_y) / args.batch_size)
+    sampler = ResumableSampler(len(train_y), seed=args.seed)  # this rank's shard of one order
+    steps_per_epoch = sampler.steps_per_epoch(args.batch_size)
 
     model = SmallCNN(width=args.width).to(device)
     optimizer = build_optimizer(args, model)
     # Cosine decay per step over the whole run: the schedule's position is part of the checkpoint.
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer,
                                                            T_max=args.epochs * steps_per_epoch)
-    sampler = ResumableSampler(len(train_y), seed=args.seed)
 
     with Harness.from_args(args, name="quickstart", config=config, total_epochs=args.epochs,
                            steps_per_epoch=steps_per_epoch, best=("val_acc", "max")) as h:
         h.track(model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler)
         h.resume()
+        net = distributed.parallel(model)  # DDP on several processes; the model itself on one
         for _epoch in h.epochs():
             model.train()
             for idx in sampler.batches(args.batch_size):
-                loss = F.cross_entropy(model(augment(train_x[idx])), train_y[idx])
+                loss = F.cross_entropy(net(augment(train_x[idx])), train_y[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -335,11 +335,13 @@ class Lab:
             other.netns.exec("ip", "route", "add", f"{host.netns.outer}/32", "via", other.netns.outer)
         return f"http://{host.netns.outer}:{fwd.sock.getsockname()[1]}"
 
-    def job_pids(self, run_id: str) -> list[int]:
-        """Processes of a job on any host: its agents (attempt folder in the command line) and
-        runs (LAUNCH_JOB_ID in the environment)."""
-        return sorted(set(pids_with(f"attempts/{run_id}/".encode(), ("cmdline",)))
-                      | set(pids_with(f"LAUNCH_JOB_ID={run_id}\0".encode())))
+    def job_pids(self, run_id: str, host: "Host | None" = None) -> list[int]:
+        """Processes of a job on any host (or on ``host`` only: those that name its root folder):
+        its agents (attempt folder in the command line) and runs (LAUNCH_JOB_ID in the environment)."""
+        pids = set(pids_with(f"attempts/{run_id}/".encode(), ("cmdline",))) | set(pids_with(f"LAUNCH_JOB_ID={run_id}\0".encode()))
+        if host is not None:
+            pids &= set(pids_with(str(host.root).encode(), ("environ", "cmdline")))
+        return sorted(pids)
 
     def close(self) -> None:
         for h in self.hosts.values():
