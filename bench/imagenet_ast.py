@@ -8,6 +8,11 @@ ratio, as the mean over all epochs and as the best epoch of each (the least dist
 machine), in wall time and in training-thread CPU time, and the val accuracy of both. On a GPU it
 also prints the plain-PyTorch ResNet-50 AMP training throughput of the device, for scale.
 
+Then the distributed harness (``--nproc N``, default 2; 0 skips it): the baseline under
+``torchrun --nproc_per_node N`` against one process, back to back, the same global batch (each
+process takes batch/N) and one thread per process on a CPU (one GPU per process on GPUs).
+Images/s: the samples of every rank over rank 0's training time; the ratio is the speed-up.
+
     python bench/imagenet_ast.py                  # CPU-sized defaults (a few minutes)
     python bench/imagenet_ast.py --epochs 5 --target 0.3 --keep /tmp/ast-bench
 
@@ -51,23 +56,30 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None if cuda else 1,
                    help="torch CPU threads; 1 on a CPU keeps a shared machine's timings "
                         "steady" + d)
+    p.add_argument("--nproc", type=int, default=min(2, torch.cuda.device_count()) if cuda else 2,
+                   help="processes for the distributed line (0: skip it)" + d)
     p.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
     return p.parse_args()
 
 
-def run_trainer(args: argparse.Namespace, work: Path, mode: str, round_: int) -> dict:
-    out = work / f"{mode}-{round_}"
-    cmd = [sys.executable, "-m", "trainers.imagenet", "--synthetic", "--data-dir",
+def run_trainer(args: argparse.Namespace, work: Path, mode: str, round_: int, nproc: int = 0) -> dict:
+    """One run of the trainer; ``nproc`` > 0: under torchrun with that many processes, the batch
+    split between them."""
+    out = work / (f"{mode}-{round_}" if not nproc else f"dist-{nproc}-{round_}")
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+                if nproc else [sys.executable])
+    batch = args.batch_size // max(nproc, 1)
+    cmd = [*launcher, "-m", "trainers.imagenet", "--synthetic", "--data-dir",
            str(work / "data"), "--synthetic-classes", str(args.classes), "--synthetic-train",
            str(args.per_class), "--synthetic-val", str(max(8, args.per_class // 8)),
            "--synthetic-size", str(args.size), "--arch", args.arch, "--epochs",
-           str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
+           str(args.epochs), "--batch-size", str(batch), "--lr", str(args.lr),
            "--min-crop-scale", "0.35", "--workers", str(args.workers), "--ast", mode,
            "--ast-target", str(args.target), "--ckpt-every", "0", "--log-every", "1000",
            "--checkpoint-dir", str(out / "ckpt"), "--output-dir", str(out / "outputs")]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    if mode == "on":
+    if mode == "on" and not nproc:
         cmd += ["--baseline-results", str(work / f"off-{round_}" / "outputs" / "results.json")]
     else:
         cmd += ["--no-plot"]
@@ -76,7 +88,8 @@ def run_trainer(args: argparse.Namespace, work: Path, mode: str, round_: int) ->
     t0 = time.perf_counter()
     res = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
     if res.returncode != 0:
-        sys.exit(f"the --ast {mode} run failed ({res.returncode}):\n{res.stderr[-3000:]}")
+        sys.exit(f"the --ast {mode} run{f' on {nproc} processes' if nproc else ''} failed "
+                 f"({res.returncode}):\n{res.stderr[-3000:]}")
     results = json.loads((out / "outputs" / "results.json").read_text())
     results["process_s"] = time.perf_counter() - t0
     return results
@@ -148,6 +161,17 @@ def report(args: argparse.Namespace, runs: dict[str, list[dict]]) -> None:
                                 "none (all of ast on took less than the baseline's first epoch)"))
 
 
+def report_distributed(args: argparse.Namespace, one: dict, many: dict) -> None:
+    def speed(r: dict) -> float:  # samples_seen counts every rank's
+        h = r["history"]
+        return sum(e["samples_seen"] for e in h) / sum(e["train_time"] for e in h)
+
+    s1, sn = speed(one), speed(many)
+    print(f"distributed harness, ast off, global batch {args.batch_size}: 1 process "
+          f"{s1:.1f} images/s, {args.nproc} processes (torchrun, {one['device']}) {sn:.1f} images/s: "
+          f"{sn / s1:.2f}x (ideal {args.nproc}x); val top-1 {one['val_top1']:.3f} vs {many['val_top1']:.3f}")
+
+
 def main() -> None:
     args = parse_args()
     with tempfile.TemporaryDirectory(prefix="ast-bench-") as tmp:
@@ -158,6 +182,9 @@ def main() -> None:
             for mode in ("off", "on"):
                 runs[mode].append(run_trainer(args, work, mode, r))
         report(args, runs)
+        if args.nproc > 1:
+            one = run_trainer(args, work, "off", 99, nproc=0)
+            report_distributed(args, one, run_trainer(args, work, "off", 0, nproc=args.nproc))
         if args.keep:
             print(f"dashboard: {work / 'on-0' / 'outputs' / 'dashboard.png'}")
     import torch

@@ -277,12 +277,13 @@ class Trainer:
 
     def epoch_metrics(self, eval_seconds: float) -> dict[str, Any]:
         c = self.clock
-        rate = c.trained / c.seen if c.seen else float("nan")
+        seen, trained = (int(v) for v in distributed.all_sum([c.seen, c.trained]))  # every rank's
+        rate = trained / seen if seen else float("nan")
         out = {"activation_rate": round(rate, 5), "skipped_fraction": round(1 - rate, 5),
-               "samples_seen": c.seen, "samples_trained": c.trained,
+               "samples_seen": seen, "samples_trained": trained,
                "train_time": round(c.seconds, 3), "train_cpu_time": round(c.cpu_seconds, 3),
                "eval_time": round(eval_seconds, 3),
-               "images_per_s": round(c.seen / c.seconds, 2) if c.seconds else None}
+               "images_per_s": round(seen / c.seconds, 2) if c.seconds else None}
         if self.controller is not None:
             out |= {"thr": self.controller.thr, "activation_target": self.args.ast_target}
         return out
