@@ -23,14 +23,15 @@ from trainers.common.testing import assert_states_equal
 pytestmark = pytest.mark.integration
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-# 30 steps of a tiny CNN, each padded to >= 1.2 s by --step-sleep (numerics unchanged): more than
+# 40 steps of a tiny CNN, each padded to >= 1.2 s by --step-sleep (numerics unchanged): more than
 # the first two sessions can do however fast the machine (the first session's run stops 35 s after
-# it starts, the second is cut by the platform at 10 s). A session is long next to the trainer's
+# it starts, the second is cut by the platform at 10 s: at most 29 + 8 steps; with 30 steps a quiet
+# machine finished in the second session). A session is long next to the trainer's
 # start-up (torch's import: 3 s idle, 10-15 s on a loaded machine), so that a slow machine still
 # needs only a few sessions: from the third one on, each short preemption doubles the supervisor's
 # back-off (5, 10, 20, 40 s ...): 25-s sessions took 5 on a loaded machine, and at 8 the back-off
 # alone is 5 min. Here a loaded machine needs 3 to 5, one at load 14 on 2 cores 7.
-FLAGS = ("--epochs 3 --num-samples 800 --batch-size 64 --width 8 --image-size 16 --ckpt-every 2 "
+FLAGS = ("--epochs 4 --num-samples 800 --batch-size 64 --width 8 --image-size 16 --ckpt-every 2 "
          "--no-plot --log-every 2")  # progress (the wait's bound) moves every 2 steps
 
 

@@ -154,3 +154,12 @@ def test_a_two_process_checkpoint_goes_on_in_one_process_with_a_notice(tmp_path)
     assert "written by 2 process(es), this run has 1" in one.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["epochs"] == 1 and "world_size" not in results
+
+
+def test_a_trainer_that_never_joined_the_group_is_refused_under_torchrun(monkeypatch, tmp_path):
+    from trainers.common import Harness, HarnessError
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(HarnessError, match="never joined the process group"):
+        Harness("x", {}, total_epochs=1, steps_per_epoch=1, checkpoint_dir=tmp_path / "c", output_dir=tmp_path / "o")

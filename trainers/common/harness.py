@@ -92,6 +92,10 @@ class Harness:
             deadline = contract.deadline_from_env()
         self.notice = StopNotice(deadline)
         self.world = distributed.world()
+        if self.world.distributed and not distributed.active():
+            raise HarnessError(f"started as rank {self.world.rank} of {self.world.size} (torchrun), but "
+                               f"this trainer never joined the process group: it runs on one process only "
+                               f"(call trainers.common.distributed.init(device) before building the harness)")
         self.main = self.world.main  # rank 0 writes checkpoints, metrics and outputs
         self.writer = CheckpointWriter(self.ckpt_root, keep_last)
         log_cls = MetricsLog if self.main else _RankMetrics
@@ -220,7 +224,10 @@ class Harness:
                                    weights_only=True) for r in range(1, saved_world)]
                     loaded = (step, folder, state, rngs)
             except Exception as e:  # every rank must learn of it, or they wait forever
-                loaded = e
+                if not self.world.distributed:
+                    raise
+                loaded = e if isinstance(e, HarnessError) else HarnessError(
+                    f"cannot load the checkpoint under {self.ckpt_root}: {e}")
         if self.world.distributed:
             loaded = distributed.broadcast(loaded)
         if isinstance(loaded, BaseException):
