@@ -183,3 +183,38 @@ def test_a_store_that_is_away_holds_the_checkpoints_and_a_finished_run_waits_for
     assert "store reachable again" in log() and json.loads((d / agent.STORE_STATUS_NAME).read_text())["reachable"]
     assert agent.store_note((d / agent.STORE_STATUS_NAME).read_text()) == ""
     assert not list((d / agent.QUEUE_NAME).iterdir())
+
+
+def test_killpg_reaches_processes_that_left_the_group(tmp_path):
+    """torchrun starts its workers in sessions of their own: a kill of the run's group (a machine
+    lost in a drill) must take them along."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from launcher.agent import killpg
+
+    pidfile = tmp_path / "child.pid"
+    script = (f"{sys.executable} -c \"import os, time; os.setsid(); open('{pidfile}', 'w').write(str(os.getpid())); "
+              f"time.sleep(60)\" & wait")
+    run = subprocess.Popen(["bash", "-c", script], start_new_session=True)
+    deadline = time.monotonic() + 20
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(pidfile.read_text())
+    assert os.getpgid(child) != run.pid  # it left the group
+    killpg(run.pid, signal.SIGKILL)
+    run.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                if f.read().split(") ", 1)[1].startswith("Z"):
+                    break  # dead, not yet reaped by its new parent
+        except FileNotFoundError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"process {child} outside the group survived the kill")
