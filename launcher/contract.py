@@ -217,10 +217,7 @@ def deadline_from_env() -> float | None:
     return float(v) if v else None
 
 
-# --- pause points for fire drills --------------------------------------------------------------
-# ``save``: the trainer wrote a checkpoint's files, not yet its manifest. ``upload``: the agent
-# put a checkpoint's files in the store, not yet its manifest. ``download``: the agent fetched the
-# checkpoint to resume from and has not started the run yet.
+# --- many processes (torchrun) ---------------------------------------------------------------
 def rank_rng_name(rank: int) -> str:
     """The file of a checkpoint folder holding the RNG state of ``rank`` (ranks 1.. under torchrun;
     rank 0's is in state.pt)."""
@@ -247,6 +244,10 @@ def note_stopped(reason: str, step: int, hook_dir: str | os.PathLike | None = No
         pass
 
 
+# --- pause points for fire drills --------------------------------------------------------------
+# ``save``: the trainer wrote a checkpoint's files, not yet its manifest. ``upload``: the agent
+# put a checkpoint's files in the store, not yet its manifest. ``download``: the agent fetched the
+# checkpoint to resume from and has not started the run yet.
 HOOK_PHASES = ("save", "upload", "download")
 
 
