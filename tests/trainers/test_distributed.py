@@ -157,8 +157,10 @@ def test_a_two_process_checkpoint_goes_on_in_one_process_with_a_notice(tmp_path)
 
 
 def test_a_trainer_that_never_joined_the_group_is_refused_under_torchrun(monkeypatch, tmp_path):
-    from trainers.common import Harness, HarnessError
+    from trainers.common import Harness, HarnessError, distributed
 
+    # A trainer run in this process earlier (the in-process tests) leaves its one-process world.
+    monkeypatch.setattr(distributed, "_WORLD", None)
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(HarnessError, match="never joined the process group"):
