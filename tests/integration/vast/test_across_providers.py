@@ -21,7 +21,13 @@ pytestmark = pytest.mark.integration
 jobs = load_by_path(Path(__file__).with_name("jobs.py"))
 recovery = load_by_path(Path(__file__).with_name("test_vast_recovery.py"), "vast_recovery_helpers")
 fake_kaggle = load_by_path(Path(__file__).resolve().parents[1] / "fake_kaggle.py")
-STEPS, store_log = jobs.STEPS, jobs.store_log
+store_log = jobs.store_log
+# Longer than the other Vast tests' toy: two outbids must each land while steps are left. The
+# outbid follows three steps in the store log, which the agent uploads every few seconds, so on a
+# busy machine an attempt runs well past its third step first (with 40 steps, attempt 3 of a CI
+# run finished before its outbid came).
+STEPS = 120
+TOY = f"python -m launcher.testing toy --steps {STEPS} --step-time 0.2"
 
 TASK = f"""\
 name: anywhere
@@ -36,7 +42,7 @@ resources:
     - infra: vast
       accelerators: RTX4090:1
       use_spot: false
-run: {jobs.TOY}
+run: {TOY}
 """
 
 
