@@ -213,11 +213,11 @@ def download_checkpoint(store: ObjectStore, step: int, local_root: str | os.Path
         key = file_key(step, rel, manifest)
         where = f"{rel} (stored with {key})" if rel in (manifest.get(STORED) or {}) else rel
         try:
-            store.get_file(key, target)
+            digest = store.get_file_sha256(key, target)  # hashed as it arrives: no second read
         except NotFound as e:
             raise CheckpointError(f"checkpoint step {step} in {store.uri}: {where} is missing") from e
         size = target.stat().st_size
-        if size != meta["size"] or contract.sha256_file(target) != meta["sha256"]:
+        if size != meta["size"] or digest != meta["sha256"]:
             raise CheckpointError(f"checkpoint step {step} in {store.uri}: {where} does not match "
                                   f"its manifest (size {size}, expected {meta['size']}, or sha256)")
 

@@ -10,6 +10,7 @@ Every method is safe to call twice: writes replace, ``delete`` of a missing key 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -62,6 +63,16 @@ class ObjectStore(ABC):
     @abstractmethod
     def get_file(self, key: str, local: str | os.PathLike) -> None:
         """Download to ``local`` (parent folders are created). Raises :class:`NotFound`."""
+
+    def get_file_sha256(self, key: str, local: str | os.PathLike) -> str:
+        """:meth:`get_file`, returning the sha256 (hex) of what was written. This fallback reads
+        the file again; the stores hash the bytes as they arrive instead."""
+        self.get_file(key, local)
+        h = hashlib.sha256()
+        with open(local, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        return h.hexdigest()
 
     @abstractmethod
     def put_bytes(self, key: str, data: bytes) -> None:

@@ -6,6 +6,7 @@ crash) never sees half a file. Temp files are invisible to :meth:`FileStore.list
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -62,6 +63,27 @@ class FileStore(ObjectStore):
             _atomic_copy(src, Path(local))
         except OSError as e:
             raise StoreError(f"cannot download {self.uri}/{key} to {local}: {e}") from e
+
+    def get_file_sha256(self, key: str, local: str | os.PathLike) -> str:
+        """One pass: the copy is hashed as it is written."""
+        src = self._path(key)
+        if not src.is_file():
+            raise NotFound(f"{self.uri}/{key} does not exist")
+        dst = Path(local)
+        tmp = _tmp_path(dst)
+        h = hashlib.sha256()
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                while chunk := fin.read(4 << 20):
+                    h.update(chunk)
+                    fout.write(chunk)
+            os.replace(tmp, dst)
+        except OSError as e:
+            raise StoreError(f"cannot download {self.uri}/{key} to {local}: {e}") from e
+        finally:
+            tmp.unlink(missing_ok=True)
+        return h.hexdigest()
 
     def put_bytes(self, key: str, data: bytes) -> None:
         target = self._path(key)

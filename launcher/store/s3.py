@@ -7,14 +7,20 @@ points at an S3-compatible server; path-style addressing is used whenever an end
 Checksums are computed and validated only when an operation requires them, because several
 S3-compatible stores reject the newer default (CRC trailers). Files above ``multipart_threshold``
 go up as parallel multipart parts; a failed multipart upload is aborted so it does not keep
-billing. boto3 is imported here only, never at the top of a module the CLI imports.
+billing. Downloads are parallel ranged GETs hashed as they arrive (``get_file_sha256``). boto3 is imported here only, never at the top of a module the CLI imports.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
 import random
 import time
+import uuid
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from launcher.store.base import (
@@ -173,6 +179,21 @@ def _body_cut_off(exc: BaseException) -> bool:
                             ConnectionClosedError))
 
 
+def _total_size(resp: dict[str, Any], got: int) -> int:
+    """The object's whole size from a ranged GET's ``Content-Range: bytes a-b/total`` (a server
+    that ignored the range sent the whole object, ``got`` bytes)."""
+    content_range = resp.get("ContentRange") or ""
+    tail = content_range.rpartition("/")[2]
+    return int(tail) if tail.isdigit() else got
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
 class S3Store(ObjectStore):
     def __init__(self, bucket: str, prefix: str = "", *, client: Any = None,
                  endpoint_url: str | None = None, profile: str | None = None,
@@ -264,13 +285,105 @@ class S3Store(ObjectStore):
             pass
 
     def get_file(self, key: str, local: str | os.PathLike) -> None:
-        os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
+        self.get_file_sha256(key, local)
+
+    def get_file_sha256(self, key: str, local: str | os.PathLike) -> str:
+        """Download to ``local`` and return the sha256 of what was written, hashed as the bytes
+        arrive, so verifying a checkpoint costs no second read of the file.
+
+        An object larger than ``multipart_chunksize`` comes as ranged GETs of that size,
+        ``max_concurrency`` at a time, each written at its offset; the hash follows in order, so
+        at most ``max_concurrency`` parts are held in memory. Every range after the first is
+        pinned to the first answer's ETag: an object replaced half-way is an error, never a mix
+        of two versions. A part whose body is cut off is fetched again. The file is written under
+        a temp name next to ``local`` and renamed, so ``local`` is never half-written."""
+        full = self._full(key)
+        target = Path(local)
+        what = f"download {self.uri}/{key} to {local}"
         try:
-            # s3transfer writes to a temp name and renames, so `local` is never half-written.
-            self.client.download_file(self.bucket, self._full(key), os.fspath(local),
-                                      Config=self.transfer_config())
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"{what}: {e}") from e
+        tmp = target.with_name(f".{target.name}.launch-part-{uuid.uuid4().hex[:12]}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                digest = self._download_into(fd, full, what)
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
+        except StoreError:
+            raise
+        except OSError as e:
+            raise StoreError(f"{what}: {e}") from e
         except Exception as e:
-            raise self._read_error(e, f"download {self.uri}/{key} to {local}", key) from e
+            raise self._read_error(e, what, key) from e
+        finally:
+            tmp.unlink(missing_ok=True)
+        return digest
+
+    def _download_into(self, fd: int, full: str, what: str) -> str:
+        chunk = max(1, int(self.multipart_chunksize))
+        h = hashlib.sha256()
+        try:
+            first, resp = self._read_object(Key=full, Range=f"bytes=0-{chunk - 1}")
+        except Exception as e:
+            if error_code(e) != "InvalidRange":
+                raise
+            first, resp = self._read_object(Key=full)  # an empty object has no byte 0
+        total = _total_size(resp, len(first))
+        _pwrite_all(fd, first, 0)
+        h.update(first)
+        if len(first) >= total:
+            return h.hexdigest()
+        etag = resp.get("ETag")
+        ranges = [(start, min(start + chunk, total)) for start in range(len(first), total, chunk)]
+
+        def fetch(start: int, end: int) -> bytes:
+            extra = {"IfMatch": etag} if etag else {}
+            data, _ = self._read_object(Key=full, Range=f"bytes={start}-{end - 1}", **extra)
+            if len(data) != end - start:
+                raise StoreError(f"{what}: bytes {start}-{end - 1} came back as {len(data)} bytes")
+            _pwrite_all(fd, data, start)
+            return data
+
+        workers = max(1, min(int(self.max_concurrency), len(ranges)))
+        pool = ThreadPoolExecutor(max_workers=workers)
+        pending: deque = deque()
+        todo = iter(ranges)
+        try:
+            for r in itertools.islice(todo, workers):
+                pending.append(pool.submit(fetch, *r))
+            while pending:
+                try:
+                    data = pending.popleft().result()
+                except Exception as e:
+                    if error_code(e) in ("PreconditionFailed", "412"):
+                        raise StoreError(f"{what}: the object changed while it was being "
+                                         f"downloaded; try again") from e
+                    raise
+                h.update(data)
+                for r in itertools.islice(todo, 1):
+                    pending.append(pool.submit(fetch, *r))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return h.hexdigest()
+
+    def _read_object(self, **request: Any) -> tuple[bytes, dict[str, Any]]:
+        """``get_object`` and its body. botocore retries the request, but not the body read that
+        comes after it: a body cut off by a reset or a close (checked against Content-Length)
+        is fetched again here, up to the client's attempts."""
+        attempts = int(self.client.meta.config.retries.get("total_max_attempts") or DEFAULT_MAX_ATTEMPTS)
+        for attempt in range(1, attempts + 1):
+            try:
+                resp = self.client.get_object(Bucket=self.bucket, **request)
+                return resp["Body"].read(), resp
+            except Exception as e:
+                if attempt < attempts and _body_cut_off(e):
+                    time.sleep(random.uniform(0, min(2.0, 0.1 * 2 ** attempt)))
+                    continue
+                raise
+        raise AssertionError("unreachable")
 
     def put_bytes(self, key: str, data: bytes) -> None:
         try:
@@ -279,19 +392,10 @@ class S3Store(ObjectStore):
             raise self._error(e, f"write {self.uri}/{key}") from e
 
     def get_bytes(self, key: str) -> bytes:
-        """botocore retries the request, but not the body read that comes after it: a body cut
-        off by a reset or a close (checked against Content-Length) is fetched again here, up to
-        the client's attempts."""
-        attempts = int(self.client.meta.config.retries.get("total_max_attempts") or DEFAULT_MAX_ATTEMPTS)
-        for attempt in range(1, attempts + 1):
-            try:
-                return self.client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"].read()
-            except Exception as e:
-                if attempt < attempts and _body_cut_off(e):
-                    time.sleep(random.uniform(0, min(2.0, 0.1 * 2 ** attempt)))
-                    continue
-                raise self._read_error(e, f"read {self.uri}/{key}", key) from e
-        raise AssertionError("unreachable")
+        try:
+            return self._read_object(Key=self._full(key))[0]
+        except Exception as e:
+            raise self._read_error(e, f"read {self.uri}/{key}", key) from e
 
     def exists(self, key: str) -> bool:
         return self._listed(key)

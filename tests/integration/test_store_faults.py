@@ -109,6 +109,19 @@ def test_reset_and_truncation_in_the_middle_of_a_download(bucket, proxy, tmp_pat
     assert proxy.fired("reset") == 2 and proxy.fired("truncate") == 3
 
 
+def test_a_part_of_a_ranged_download_cut_off_is_fetched_again(bucket, proxy, tmp_path):
+    import hashlib
+
+    store = store_at(bucket, multipart_chunksize=5 * MiB, max_concurrency=2)
+    data = os.urandom(11 * MiB)
+    store.put_bytes("big.bin", data)
+    for fault in (proxy.reset_mid_body, proxy.truncate):
+        fault(2, method="GET", path=r"/big\.bin")  # the first range and one after it
+        assert store.get_file_sha256("big.bin", tmp_path / "back.bin") == hashlib.sha256(data).hexdigest()
+        assert (tmp_path / "back.bin").read_bytes() == data
+    assert proxy.fired("reset") == 2 and proxy.fired("truncate") == 2
+
+
 def test_a_stall_past_the_read_timeout_is_retried(bucket, proxy):
     store = store_at(bucket, read_timeout=2)
     store.put_bytes("a.txt", b"hello")

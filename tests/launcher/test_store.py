@@ -28,6 +28,22 @@ def test_file_round_trip(store, tmp_path):
     assert out.read_bytes() == b"x" * 1000
 
 
+@pytest.mark.parametrize("size", [0, 1, 1000])
+def test_get_file_sha256_returns_the_hash_of_what_it_wrote(store, tmp_path, size):
+    import hashlib
+    import os
+
+    data = os.urandom(size)
+    store.put_bytes("blob", data)
+    out = tmp_path / "o" / "blob"
+    assert store.get_file_sha256("blob", out) == hashlib.sha256(data).hexdigest()
+    assert out.read_bytes() == data
+    assert sorted(p.name for p in out.parent.iterdir()) == ["blob"]  # no temp file left
+    with pytest.raises(NotFound):
+        store.get_file_sha256("nope", tmp_path / "o" / "nope")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["blob"]
+
+
 def test_missing_key_raises_not_found(store, tmp_path):
     with pytest.raises(NotFound):
         store.get_bytes("nope")

@@ -85,9 +85,62 @@ def test_large_file_goes_up_as_parallel_multipart(aws, tmp_path):
     store.put_file(src, "big.bin")
     assert sorted(parts) == [1, 2, 3]
     assert aws.head_object(Bucket=BUCKET, Key="p/big.bin")["ETag"].endswith('-3"')
-    store.get_file("big.bin", tmp_path / "back.bin")
-    assert (tmp_path / "back.bin").read_bytes() == src.read_bytes()
+    store.get_file("big.bin", tmp_path / "d" / "back.bin")
+    assert (tmp_path / "d" / "back.bin").read_bytes() == src.read_bytes()
     assert store.transfer_config().max_concurrency == 4
+
+
+def ranged_gets(store) -> list[str]:
+    ranges = []
+    store.client.meta.events.register("before-parameter-build.s3.GetObject",
+                                      lambda params, **_: ranges.append(params.get("Range", "")))
+    return ranges
+
+
+def test_large_file_comes_down_as_parallel_ranges_hashed_on_the_way(aws, tmp_path):
+    import hashlib
+    import os
+
+    store = open_store(f"s3://{BUCKET}/p", multipart_chunksize=5 * MiB, max_concurrency=3)
+    data = os.urandom(12 * MiB + 7)
+    aws.put_object(Bucket=BUCKET, Key="p/big.bin", Body=data)
+    ranges = ranged_gets(store)
+    assert store.get_file_sha256("big.bin", tmp_path / "d" / "back.bin") == hashlib.sha256(data).hexdigest()
+    assert (tmp_path / "d" / "back.bin").read_bytes() == data
+    five = 5 * MiB
+    assert sorted(ranges) == sorted([f"bytes=0-{five - 1}", f"bytes={five}-{2 * five - 1}",
+                                     f"bytes={2 * five}-{12 * MiB + 6}"])
+    assert os.listdir(tmp_path / "d") == ["back.bin"]
+
+
+def test_an_object_replaced_half_way_is_an_error_not_a_mix(aws, tmp_path):
+    store = open_store(f"s3://{BUCKET}/p", multipart_chunksize=5 * MiB, max_concurrency=1)
+    aws.put_object(Bucket=BUCKET, Key="p/big.bin", Body=b"a" * (11 * MiB))
+    calls = []
+
+    def replace_after_the_first_range(params, **_):
+        calls.append(params.get("Range"))
+        if len(calls) == 2:  # a new version lands between the first and the second range
+            aws.put_object(Bucket=BUCKET, Key="p/big.bin", Body=b"b" * (11 * MiB))
+
+    store.client.meta.events.register("before-parameter-build.s3.GetObject", replace_after_the_first_range)
+    with pytest.raises(StoreError, match="changed while it was being downloaded"):
+        store.get_file("big.bin", tmp_path / "d" / "back.bin")
+    assert list((tmp_path / "d").iterdir()) == []  # neither the file nor its temp
+
+
+def test_a_part_that_fails_fails_the_download_and_leaves_nothing(aws, tmp_path):
+    store = open_store(f"s3://{BUCKET}/p", multipart_chunksize=5 * MiB, max_concurrency=2)
+    aws.put_object(Bucket=BUCKET, Key="p/big.bin", Body=b"a" * (16 * MiB))
+
+    def fail_the_third_range(params, **_):
+        if params.get("Range", "").startswith(f"bytes={10 * MiB}-"):
+            raise Injected("connection reset while downloading bytes 10 MiB on")
+
+    store.client.meta.events.register("before-parameter-build.s3.GetObject", fail_the_third_range)
+    with pytest.raises(StoreError, match="big.bin"):
+        store.get_file("big.bin", tmp_path / "d" / "back.bin")
+    assert list((tmp_path / "d").iterdir()) == []
 
 
 def test_small_file_is_one_put(aws, tmp_path):
