@@ -7,7 +7,8 @@ points at an S3-compatible server; path-style addressing is used whenever an end
 Checksums are computed and validated only when an operation requires them, because several
 S3-compatible stores reject the newer default (CRC trailers). Files above ``multipart_threshold``
 go up as parallel multipart parts; a failed multipart upload is aborted so it does not keep
-billing. Downloads are parallel ranged GETs hashed as they arrive (``get_file_sha256``). boto3 is imported here only, never at the top of a module the CLI imports.
+billing. Downloads are parallel ranged GETs hashed as they arrive (``get_file_sha256``). boto3
+is imported here only, never at the top of a module the CLI imports.
 """
 
 from __future__ import annotations
