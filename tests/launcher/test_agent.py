@@ -164,8 +164,13 @@ def test_a_store_that_is_away_holds_the_checkpoints_and_a_finished_run_waits_for
     proc = subprocess.Popen([sys.executable, "-m", "launcher.agent", str(d / agent.SPEC_NAME)])
     try:
         log = lambda: (d / agent.LOG_NAME).read_text() if (d / agent.LOG_NAME).exists() else ""  # noqa: E731
-        wait_for(lambda: "run exited with code 0" in log() and "store unreachable" in log(), 60, "the run's end")
-        status = json.loads((d / agent.STORE_STATUS_NAME).read_text())
+        status_file = d / agent.STORE_STATUS_NAME  # written atomically, once the store is found away
+        status_doc = lambda: json.loads(status_file.read_text()) if status_file.exists() else {}  # noqa: E731
+        # "run exited" is said before the final sync holds the last step: wait for the status.
+        wait_for(lambda: "run exited with code 0" in log() and 6 in status_doc().get("queued", []),
+                 60, "the run's end with step 6 queued")
+        assert "store unreachable" in log()
+        status = status_doc()
         queued = status["queued"]  # a step superseded before the agent looked is skipped
         assert not status["reachable"] and queued[-1] == 6 and set(queued) <= {4, 5, 6}
         note = agent.store_note((d / agent.STORE_STATUS_NAME).read_text())
