@@ -19,7 +19,8 @@ from launcher import contract
 from launcher.testing import run_uninterrupted, wait_for
 from trainers.common import ResumableSampler
 from trainers.common.loading import EpochBatches
-from trainers.common.testing import assert_states_equal
+from trainers.common.testing import assert_states_equal, torchrun_workers
+from trainers.common.testing import torchrun as torchrun_cmd
 
 REPO = Path(__file__).resolve().parents[2]
 # 1600 training images, 32 per rank and step: 25 steps an epoch on two ranks, 75 in all.
@@ -29,8 +30,7 @@ ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
 def torchrun(nproc: int = 2) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-            "-m", "trainers.quickstart"]
+    return torchrun_cmd("trainers.quickstart", nproc)
 
 
 # --- the sampler ---------------------------------------------------------------------------------
@@ -63,24 +63,6 @@ def test_a_position_saved_by_two_ranks_resumes_on_three_at_a_boundary():
 
 # --- the quickstart under torchrun ---------------------------------------------------------------
 
-def _worker_pids(parent: int) -> dict[int, int]:
-    """rank -> pid of torchrun's workers (its children with RANK in their environment)."""
-    out = {}
-    try:
-        kids = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    except OSError:
-        return out
-    for pid in map(int, kids):
-        try:
-            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        for kv in env:
-            if kv.startswith(b"RANK="):
-                out[int(kv[5:])] = pid
-    return out
-
-
 def _last_step(out: Path) -> int:
     try:
         lines = (out / contract.METRICS_NAME).read_text().splitlines()
@@ -112,7 +94,7 @@ def test_sigterm_to_one_rank_stops_both_and_the_resume_is_bit_identical(tmp_path
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: _last_step(out) >= 12, 120, "the two ranks to reach step 12")
-        pids = _worker_pids(run.pid)
+        pids = torchrun_workers(run.pid)
         assert set(pids) == {0, 1}, pids
         os.kill(pids[1], signal.SIGTERM)  # one rank only: the other learns it in the next all-reduce
         log, _ = run.communicate(timeout=120)

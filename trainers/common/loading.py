@@ -68,8 +68,12 @@ class EpochBatches:
     def __len__(self) -> int:
         return len(self.remaining())
 
+    def augmentation_epoch(self) -> int:
+        """The epoch that seeds each sample's augmentation (a trainer may count epochs otherwise)."""
+        return self.sampler.epoch
+
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        order, epoch = self.sampler.padded_order(), self.sampler.epoch
+        order, epoch = self.sampler.padded_order(), self.augmentation_epoch()
         for a, b in self.remaining():
             yield [(int(i), sample_seed(self.seed, epoch, int(i)))
                    for i in self.sampler.shard(a, b, order)]

@@ -3,6 +3,7 @@ for your own trainer too)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -54,3 +55,28 @@ def final_tensors(folder: Path) -> tuple[int, dict[str, torch.Tensor]]:
     for f in sorted(path.glob("*.pt")):
         found.update(tensors(torch.load(f, map_location="cpu", weights_only=False), f.name))
     return step, found
+
+
+def torchrun(module: str, nproc: int = 2) -> list[str]:
+    """The command line that runs ``python -m module`` under torchrun on this machine alone."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+            "-m", module]
+
+
+def torchrun_workers(parent: int) -> dict[int, int]:
+    """rank -> pid of the workers torchrun (process ``parent``) started: its children with RANK in
+    their environment (Linux ``/proc``). Empty until they are up."""
+    out = {}
+    try:
+        kids = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    except OSError:
+        return out
+    for pid in map(int, kids):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for kv in env:
+            if kv.startswith(b"RANK="):
+                out[int(kv[5:])] = pid
+    return out

@@ -18,7 +18,7 @@ import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -27,7 +27,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from trainers.common import ResumableSampler
-from trainers.common.loading import IMAGENET_MEAN, IMAGENET_STD, epoch_plan, sample_seed
+from trainers.common import loading
+from trainers.common.loading import IMAGENET_MEAN, IMAGENET_STD
 
 METADATA = "HAM10000_metadata.csv"
 IMAGE_DIRS = ("HAM10000_images_part_1", "HAM10000_images_part_2", ".")
@@ -256,28 +257,14 @@ class ArchSampler(ResumableSampler):
         return torch.randperm(self.num_samples, generator=g)
 
 
-class EpochBatches:
-    """Batch sampler: the rest of the epoch from ``sampler.position`` (which it leaves alone;
-    the loop advances it as it consumes batches), items ``(index, augmentation seed)``."""
+class EpochBatches(loading.EpochBatches):
+    """The shared batch sampler (under torchrun, this rank's share of each step), augmented by
+    the epoch *within* the architecture, as the order is."""
 
-    def __init__(self, sampler: ArchSampler, batch_size: int, seed: int):
-        self.sampler, self.batch_size, self.seed = sampler, batch_size, seed
+    sampler: ArchSampler
 
-    def remaining(self) -> list[tuple[int, int]]:
-        start = self.sampler.position
-        plan = epoch_plan(self.sampler.num_samples, self.batch_size)
-        if start not in {a for a, _ in plan} | {self.sampler.num_samples}:
-            raise ValueError(f"sampler position {start} is not at a batch boundary")
-        return [(a, b) for a, b in plan if a >= start]
-
-    def __len__(self) -> int:
-        return len(self.remaining())
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        order, epoch = self.sampler.order(), self.sampler.local_epoch
-        for a, b in self.remaining():
-            yield [(int(order[k]), sample_seed(self.seed, epoch, int(order[k])))
-                   for k in range(a, b)]
+    def augmentation_epoch(self) -> int:
+        return self.sampler.local_epoch
 
 
 def class_counts(records: Sequence[Record]) -> list[int]:

@@ -10,6 +10,11 @@ architecture ``e // epochs``. When an architecture's last epoch has been evaluat
 (temperature, metrics, predictions, Grad-CAM maps) and its final weights go into the trainer's
 checkpoint state, the next architecture is built, and only then is the epoch's checkpoint taken;
 so a checkpoint always holds the architecture it names, and a resume builds that one first.
+
+Under ``torchrun --nproc_per_node N`` each rank trains on its shard of every step (DDP, the
+batch size is per process), rank 0 writes checkpoints and outputs. Every rank evaluates the whole
+validation split, so all of them reach the next collective together; rank 0's numbers are the
+ones reported.
 """
 
 from __future__ import annotations
@@ -24,16 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, SequentialSampler
 
-from trainers.common import (Harness, HarnessError, add_harness_args, enable_determinism,
-                             seed_everything)
+from trainers.common import (Harness, HarnessError, add_harness_args, distributed,
+                             enable_determinism, seed_everything)
 from trainers.common.amp import autocast_for, resolve_amp
 from trainers.common.checkpoint import peek_extra
-from trainers.common.loading import make_loader
+from trainers.common.loading import epoch_plan, make_loader
 from trainers.ham10000 import evaluate as ev
 from trainers.ham10000 import report
 from trainers.ham10000.data import (CLASSES, SPLIT_NAME, ArchSampler, DataError, EpochBatches,
-                                    LesionImages, TrainTransform, balance_weights, epoch_plan,
-                                    lesion_split, loss_weights, read_metadata, val_transform,
+                                    LesionImages, TrainTransform, balance_weights, lesion_split,
+                                    loss_weights, read_metadata, val_transform,
                                     write_split)
 from trainers.ham10000.model import ARCHS, build_model, param_count
 from trainers.ham10000.synthetic import write_synthetic
@@ -97,8 +102,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
-    args.device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                               else "cpu" if args.device == "auto" else args.device)
+    try:  # under torchrun: the process group, and this rank's GPU
+        args.device = distributed.init(args.device)
+    except (ValueError, RuntimeError) as e:  # no GPU for --device cuda, a device torch does not know
+        raise HarnessError(str(e)) from e
     try:
         args.amp = resolve_amp(args.amp, args.device)
     except ValueError as e:
@@ -122,9 +129,12 @@ def fingerprinted_config(args: argparse.Namespace) -> dict[str, Any]:
 def load_data(args: argparse.Namespace):
     """Records, their split (``"train"``/``"val"`` each) and the two datasets."""
     try:
-        if args.synthetic:
+        if args.synthetic and distributed.world().local_rank == 0:  # one writer per machine
             write_synthetic(args.data_dir, lesions=args.synthetic_lesions,
                             width=max(32, args.image_size), seed=args.seed)
+    finally:
+        distributed.barrier()  # (also when it failed: the others would wait for it forever)
+    try:
         records = read_metadata(args.data_dir)
         split = lesion_split(records, args.val_fraction, args.seed)
     except DataError as e:
@@ -158,7 +168,9 @@ def peek_arch(ckpt_root: Path) -> int:
 
 class Arch:
     """One architecture's model, optimizer, scaler and loss, built from its own seed (so its
-    initial weights do not depend on what ran before it)."""
+    initial weights do not depend on what ran before it). ``net`` is what trains: the model
+    itself, or under torchrun ``DistributedDataParallel(model)``; the harness tracks the bare
+    model, and evaluation and Grad-CAM use it."""
 
     def __init__(self, args: argparse.Namespace, index: int, class_weights):
         self.name, self.index = args.archs[index], index
@@ -169,6 +181,7 @@ class Arch:
             except ValueError as e:
                 raise HarnessError(str(e)) from e
         self.model = model.to(args.device)
+        self.net = distributed.parallel(self.model)  # the same weights on every rank (one seed)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=args.lr)
         self.scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" else None
         self.autocast = autocast_for(args.amp, args.device)
@@ -177,7 +190,7 @@ class Arch:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            logits = self.model(x)
+            logits = self.net(x)
         loss = F.cross_entropy(logits.float(), y, weight=self.class_weights)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -232,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     records, split, (train_set, val_set) = load_data(args)
     n_arch = len(args.archs)
     weights = balance_weights(train_set.records) if args.balance == "sampler" else None
-    sampler = ArchSampler(len(train_set), args.seed, args.epochs, weights)
+    sampler = ArchSampler(len(train_set), args.seed, args.epochs, weights)  # this rank's shard
     pin = args.device.type == "cuda"
     train_loader = make_loader(train_set, EpochBatches(sampler, args.batch_size, args.seed),
                                args.workers, pin)
@@ -241,12 +254,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
                              args.workers, pin)
     class_weights = loss_weights(train_set.records) if args.balance == "loss" else None
     cam_idx = cam_indices(val_set.records, args.cam_images)
-    steps_per_epoch = len(epoch_plan(len(train_set), args.batch_size))
+    steps_per_epoch = len(epoch_plan(sampler.epoch_size, args.batch_size, sampler.world_size))
 
     with Harness.from_args(args, name=NAME, config=fingerprinted_config(args),
                            total_epochs=n_arch * args.epochs,
                            steps_per_epoch=steps_per_epoch) as h:
-        write_split(h.out_dir / SPLIT_NAME, records, split)
+        if h.main:  # rank 0 writes the outputs
+            write_split(h.out_dir / SPLIT_NAME, records, split)
         arch = Arch(args, min(peek_arch(h.ckpt_root), n_arch - 1), class_weights)
         h.track(model=arch.model, optimizer=arch.optimizer, scaler=arch.scaler, sampler=sampler)
         h.extra = {"arch_index": arch.index, "arch_train_time": 0.0, "finished": {}}
@@ -269,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     x = x.to(args.device, non_blocking=True)
                     y = y.to(args.device, non_blocking=True)
                     scalars = arch.step(x, y)
-                    sampler.position += len(y)  # consumed (workers read further ahead)
+                    sampler.advance(len(y))  # consumed (workers read further ahead); on every rank
                     extra["arch_train_time"] += time.perf_counter() - t0
                     h.step_done(n=len(y), **scalars)
                     t0 = time.perf_counter()
@@ -280,7 +294,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     done = finish_arch(args, arch, logits, labels, val_set, cam_idx,
                                        extra["arch_train_time"])
                     extra["finished"][arch.name] = done
-                    outputs.write(extra["finished"], h.history + [metrics])
+                    if h.main:
+                        outputs.write(extra["finished"], h.history + [metrics])
                     h.say(f"{arch.name} done: {report.one_line(done['result'])}")
                     if arch.index + 1 < n_arch:  # built before the epoch's checkpoint
                         arch = Arch(args, arch.index + 1, class_weights)
@@ -290,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 h.epoch_done(metrics)
         except DataError as e:
             raise HarnessError(str(e)) from None
-        comparison = outputs.write(extra["finished"], h.history)
+        comparison = outputs.write(extra["finished"], h.history) if h.main else None
         return h.finish({"comparison": comparison, "device": str(args.device),
                          "train_images": len(train_set), "val_images": len(val_set)},
                         panels=report.PANELS)
