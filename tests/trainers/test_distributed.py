@@ -61,6 +61,39 @@ def test_a_position_saved_by_two_ranks_resumes_on_three_at_a_boundary():
     assert not same.resharded and same.position == 46
 
 
+# --- the collectives of a sharded evaluation, on two real processes -------------------------------
+
+COLLECTIVES = """
+import torch
+from trainers.common import distributed
+from trainers.common.loading import eval_batches
+
+distributed.init("cpu")
+w = distributed.world()
+assert distributed.active() and w.size == 2
+mine = list(distributed.rank_indices(5))
+assert mine == [[0, 2, 4], [1, 3]][w.rank]
+assert [i for b in eval_batches(5, 2) for i in b] == mine
+rows = torch.tensor([[float(i), -float(i)] for i in mine])
+got = distributed.gather_in_order(rows, 5)  # shards of 3 and 2 rows
+assert torch.equal(got, torch.tensor([[float(i), -float(i)] for i in range(5)])), got
+bn = torch.nn.BatchNorm1d(3)
+bn.running_mean.fill_(float(w.rank + 1)); bn.num_batches_tracked.fill_(10 * w.rank + 7)
+distributed.sync_buffers(bn)
+assert torch.equal(bn.running_mean, torch.ones(3)) and int(bn.num_batches_tracked) == 7
+print(f"rank {w.rank} ok", flush=True)
+"""
+
+
+def test_shards_of_an_evaluation_come_back_in_order_with_rank_0s_statistics(tmp_path):
+    script = tmp_path / "collectives.py"
+    script.write_text(COLLECTIVES)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    done = subprocess.run(cmd, env={**os.environ, **ENV}, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rank 0 ok" in done.stdout and "rank 1 ok" in done.stdout
+
+
 # --- the quickstart under torchrun ---------------------------------------------------------------
 
 def _last_step(out: Path) -> int:

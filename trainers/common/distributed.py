@@ -154,6 +154,37 @@ def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts).to(t.device)
 
 
+def gather_in_order(local: torch.Tensor, n: int) -> torch.Tensor:
+    """The ``n`` rows of a split evaluated in shards (``rank_indices``: rank r holds rows r,
+    r+W, r+2W, ...) put back in order on every rank. Shards differ in length by at most one row:
+    each is padded to the longest for the all-gather, and the padding dropped."""
+    if not active():
+        return local
+    size = world().size
+    rows = -(-n // size)
+    if len(local) < rows:
+        local = torch.cat([local, local.new_zeros((rows - len(local), *local.shape[1:]))])
+    parts = all_gather_cat(local).reshape(size, rows, *local.shape[1:])
+    return parts.transpose(0, 1).reshape(size * rows, *local.shape[1:])[:n]
+
+
+def rank_indices(n: int) -> range:
+    """This rank's share of ``n`` items that every rank reads (validation): r, r+W, r+2W, ..."""
+    w = world()
+    return range(w.rank, n, w.size) if active() else range(n)
+
+
+def sync_buffers(model: torch.nn.Module, src: int = 0) -> None:
+    """Rank ``src``'s buffers (batch norm's running statistics) on every rank. Under DDP each rank
+    updates them from its own shard after the last broadcast; before the ranks evaluate shards of
+    one split, they must hold the same model. Training is unaffected: DDP broadcasts rank 0's
+    buffers at every forward anyway."""
+    if not active():
+        return
+    for b in model.buffers():
+        tdist.broadcast(b.data, src=src)
+
+
 def broadcast(obj: Any, src: int = 0) -> Any:
     """``obj`` of rank ``src`` on every rank (pickled; for states, not for every step)."""
     if not active():

@@ -13,7 +13,7 @@ import os
 from typing import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from trainers.common.sampler import ResumableSampler
 
@@ -77,6 +77,14 @@ class EpochBatches:
         for a, b in self.remaining():
             yield [(int(i), sample_seed(self.seed, epoch, int(i)))
                    for i in self.sampler.shard(a, b, order)]
+
+
+def eval_batches(n: int, batch_size: int) -> BatchSampler:
+    """Batches of this rank's share of an ``n``-item evaluation split, in order (all of it on one
+    process); ``distributed.gather_in_order`` or ``all_sum`` puts the shards together."""
+    from trainers.common import distributed
+
+    return BatchSampler(list(distributed.rank_indices(n)), batch_size, drop_last=False)
 
 
 def _worker_init(_worker_id: int) -> None:

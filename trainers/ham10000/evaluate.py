@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trainers.common import distributed
 from trainers.ham10000.data import CLASSES
 from trainers.ham10000.model import cam_target
 
@@ -33,18 +34,22 @@ def _tm():
 
 
 @torch.no_grad()
-def collect_logits(model, loader, device, autocast) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float32 logits and labels of every validation image, in dataset order (eval mode)."""
+def collect_logits(model, loader, device, autocast, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 logits and labels of every one of the ``n`` validation images, in dataset order
+    (eval mode). Under torchrun the loader holds this rank's share (``eval_batches``): each rank
+    evaluates it with rank 0's batch-norm statistics and every rank gets all ``n`` rows."""
+    distributed.sync_buffers(model)
     was_training = model.training
     model.eval()
     logits, labels = [], []
     for x, y in loader:
         with autocast():
             out = model(x.to(device, non_blocking=True))
-        logits.append(out.float().cpu())
-        labels.append(y)
+        logits.append(out.float())
+        labels.append(y.to(out.device))
     model.train(was_training)
-    return torch.cat(logits), torch.cat(labels)
+    logits, labels = torch.cat(logits), torch.cat(labels)
+    return distributed.gather_in_order(logits, n).cpu(), distributed.gather_in_order(labels, n).cpu()
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, steps: int = 100) -> float:

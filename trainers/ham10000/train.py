@@ -12,9 +12,9 @@ checkpoint state, the next architecture is built, and only then is the epoch's c
 so a checkpoint always holds the architecture it names, and a resume builds that one first.
 
 Under ``torchrun --nproc_per_node N`` each rank trains on its shard of every step (DDP, the
-batch size is per process), rank 0 writes checkpoints and outputs. Every rank evaluates the whole
-validation split, so all of them reach the next collective together; rank 0's numbers are the
-ones reported.
+batch size is per process), rank 0 writes checkpoints and outputs. Each rank evaluates its share
+of the validation split with rank 0's batch-norm statistics; the logits are gathered in order on
+every rank, so every rank holds the same analysis.
 """
 
 from __future__ import annotations
@@ -27,13 +27,12 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import BatchSampler, SequentialSampler
 
 from trainers.common import (Harness, HarnessError, add_harness_args, distributed,
                              enable_determinism, seed_everything)
 from trainers.common.amp import autocast_for, resolve_amp
 from trainers.common.checkpoint import peek_extra
-from trainers.common.loading import epoch_plan, make_loader
+from trainers.common.loading import epoch_plan, eval_batches, make_loader
 from trainers.ham10000 import evaluate as ev
 from trainers.ham10000 import report
 from trainers.ham10000.data import (CLASSES, SPLIT_NAME, ArchSampler, DataError, EpochBatches,
@@ -141,7 +140,7 @@ def load_data(args: argparse.Namespace):
         raise HarnessError(str(e)) from None
     train = [r for r, s in zip(records, split) if s == "train"]
     val = [r for r, s in zip(records, split) if s == "val"]
-    if len(train) < 2 or not val:
+    if len(train) < 2 or len(val) < distributed.world().size:
         raise HarnessError(f"{args.data_dir}: {len(train)} training and {len(val)} validation "
                            f"images after the lesion split; need more lesions")
     return records, split, (LesionImages(train, args.image_size, TrainTransform()),
@@ -249,9 +248,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     pin = args.device.type == "cuda"
     train_loader = make_loader(train_set, EpochBatches(sampler, args.batch_size, args.seed),
                                args.workers, pin)
-    val_loader = make_loader(val_set, BatchSampler(SequentialSampler(val_set),
-                                                   args.eval_batch_size, drop_last=False),
-                             args.workers, pin)
+    val_loader = make_loader(val_set, eval_batches(len(val_set), args.eval_batch_size),
+                             args.workers, pin)  # this rank's share; collect_logits gathers
     class_weights = loss_weights(train_set.records) if args.balance == "loss" else None
     cam_idx = cam_indices(val_set.records, args.cam_images)
     steps_per_epoch = len(epoch_plan(sampler.epoch_size, args.batch_size, sampler.world_size))
@@ -288,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     h.step_done(n=len(y), **scalars)
                     t0 = time.perf_counter()
                 logits, labels = ev.collect_logits(arch.model, batches(val_loader), args.device,
-                                                   arch.autocast)
+                                                   arch.autocast, len(val_set))
                 metrics = epoch_metrics(arch, epoch % args.epochs, logits, labels)
                 if epoch % args.epochs == args.epochs - 1:  # the architecture is done
                     done = finish_arch(args, arch, logits, labels, val_set, cam_idx,

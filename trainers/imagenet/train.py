@@ -24,12 +24,11 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import BatchSampler, SequentialSampler
 
 from trainers.common import (Harness, HarnessError, ResumableSampler, add_harness_args, distributed,
                              enable_determinism, seed_everything)
 from trainers.imagenet import report
-from trainers.common.loading import EpochBatches, epoch_plan, make_loader
+from trainers.common.loading import EpochBatches, epoch_plan, eval_batches, make_loader
 from trainers.imagenet.data import SeededImageFolder, TrainTransform, ValTransform, check_layout
 from trainers.common.amp import autocast_for, optimizer_step, resolve_amp
 from trainers.imagenet.model import build_model
@@ -176,7 +175,10 @@ def cosine_with_warmup(total_steps: int, warmup_steps: int):
 
 @torch.no_grad()
 def evaluate(model, loader, device, autocast) -> dict[str, float]:
-    """Top-1, top-5 and loss on the val split (val transform, eval-mode batch norm)."""
+    """Top-1, top-5 and loss on the val split (val transform, eval-mode batch norm). Under
+    torchrun each rank evaluates its share (``eval_batches``) with rank 0's batch-norm statistics,
+    and the sums are added over the ranks."""
+    distributed.sync_buffers(model)
     model.eval()
     n = top1 = top5 = 0
     loss_sum = 0.0
@@ -192,6 +194,7 @@ def evaluate(model, loader, device, autocast) -> dict[str, float]:
         top5 += int((best == y[:, None]).any(1).sum())
         n += len(y)
     model.train()
+    n, top1, top5, loss_sum = distributed.all_sum([n, top1, top5, loss_sum])
     return {"val_top1": top1 / n, "val_top5": top5 / n, "val_loss": loss_sum / n}
 
 
@@ -312,9 +315,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     sampler = ResumableSampler(len(train_set), seed=args.seed)
     train_loader = make_loader(train_set, EpochBatches(sampler, args.batch_size, args.seed),
                                args.workers, pin)
-    val_loader = make_loader(val_set, BatchSampler(SequentialSampler(val_set),
-                                                   args.eval_batch_size, drop_last=False),
-                             args.workers, pin)
+    val_loader = make_loader(val_set, eval_batches(len(val_set), args.eval_batch_size),
+                             args.workers, pin)  # this rank's share
     steps_per_epoch = math.ceil(len(epoch_plan(sampler.epoch_size, args.batch_size, sampler.world_size))
                                 / args.accum_steps)
     t = Trainer(args, num_classes, steps_per_epoch, sampler)

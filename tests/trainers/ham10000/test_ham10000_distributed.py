@@ -5,6 +5,7 @@ bit, every architecture's weights, logits and Grad-CAM maps included."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -19,10 +20,11 @@ from trainers.common import load_state, read_jsonl
 from trainers.common import state as S
 from trainers.common.testing import assert_states_equal, torchrun, torchrun_workers
 from trainers.ham10000.data import ArchSampler, EpochBatches
-from trainers.ham10000.report import COMPARISON_NAME
+from trainers.ham10000.data import CLASSES, SPLIT_NAME
+from trainers.ham10000.report import COMPARISON_NAME, predictions_name, read_predictions
 
 REPO = Path(__file__).resolve().parents[3]
-ARCHS = ["resnet18", "mobilenet_v3_small"]  # two cheap ones: the switch between them is the point
+ARCHS = ["resnet18", "densenet121"]  # as the one-process test; the switch between them is the point
 # 30 lesions (~90 training images), 8 per rank and step: 6 steps an epoch, 12 per architecture.
 ARGS = ["--synthetic", "--synthetic-lesions", "30", "--archs", ",".join(ARCHS), "--epochs", "2",
         "--image-size", "32", "--batch-size", "8", "--cam-images", "3", "--threads", "1",
@@ -60,6 +62,12 @@ def test_sigterm_to_one_rank_in_the_second_architecture_resumes_bit_exact(tmp_pa
     results = json.loads((ref_out / "results.json").read_text())
     steps, per_arch = results["steps"], results["steps"] // len(ARCHS)
     assert results["world_size"] == 2 and per_arch >= 6, results["steps"]
+    # Each rank evaluated its share of the validation split; the gathered rows are back in order.
+    with open(ref_out / SPLIT_NAME, newline="") as f:
+        val = [(r["image_id"], r["dx"]) for r in csv.DictReader(f) if r["split"] == "val"]
+    for arch in ARCHS:
+        ids, labels, probs, _ = read_predictions(ref_out / predictions_name(arch))
+        assert list(zip(ids, (CLASSES[k] for k in labels))) == val and len(set(map(tuple, probs))) > 1
 
     ckpt, out = tmp_path / "ckpt", tmp_path / "out"
     env = {**os.environ, **ENV, contract.ENV_CHECKPOINT_DIR: str(ckpt), contract.ENV_OUTPUT_DIR: str(out)}
