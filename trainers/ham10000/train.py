@@ -128,12 +128,12 @@ def fingerprinted_config(args: argparse.Namespace) -> dict[str, Any]:
 def load_data(args: argparse.Namespace):
     """Records, their split (``"train"``/``"val"`` each) and the two datasets."""
     try:
-        if args.synthetic and distributed.world().local_rank == 0:  # one writer per machine
-            write_synthetic(args.data_dir, lesions=args.synthetic_lesions,
-                            width=max(32, args.image_size), seed=args.seed)
-    finally:
-        distributed.barrier()  # (also when it failed: the others would wait for it forever)
-    try:
+        try:
+            if args.synthetic and distributed.world().local_rank == 0:  # one writer per machine
+                write_synthetic(args.data_dir, lesions=args.synthetic_lesions,
+                                width=max(32, args.image_size), seed=args.seed)
+        finally:
+            distributed.barrier()  # also when it failed: the others would wait for it forever
         records = read_metadata(args.data_dir)
         split = lesion_split(records, args.val_fraction, args.seed)
     except DataError as e:
@@ -259,7 +259,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                            steps_per_epoch=steps_per_epoch) as h:
         if h.main:  # rank 0 writes the outputs
             write_split(h.out_dir / SPLIT_NAME, records, split)
-        arch = Arch(args, min(peek_arch(h.ckpt_root), n_arch - 1), class_weights)
+        # Rank 0's checkpoint is the one resumed (another node's folder may hold another).
+        first = distributed.broadcast(min(peek_arch(h.ckpt_root), n_arch - 1) if h.main else None)
+        arch = Arch(args, first, class_weights)
         h.track(model=arch.model, optimizer=arch.optimizer, scaler=arch.scaler, sampler=sampler)
         h.extra = {"arch_index": arch.index, "arch_train_time": 0.0, "finished": {}}
         h.resume()
