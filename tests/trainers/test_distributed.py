@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,10 +15,10 @@ import pytest
 import torch
 
 from launcher import contract
-from launcher.testing import run_uninterrupted, wait_for
+from launcher.testing import run_uninterrupted
 from trainers.common import ResumableSampler
 from trainers.common.loading import EpochBatches
-from trainers.common.testing import assert_states_equal, torchrun_workers
+from trainers.common.testing import assert_states_equal, sigterm_one_rank
 from trainers.common.testing import torchrun as torchrun_cmd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,14 +95,6 @@ def test_shards_of_an_evaluation_come_back_in_order_with_rank_0s_statistics(tmp_
 
 # --- the quickstart under torchrun ---------------------------------------------------------------
 
-def _last_step(out: Path) -> int:
-    try:
-        lines = (out / contract.METRICS_NAME).read_text().splitlines()
-        return json.loads(lines[-1])["step"] if lines else 0
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
 def final(ckpt: Path) -> dict:
     step, path, manifest = contract.latest_checkpoint(ckpt)
     assert step == 75 and manifest["reason"] == "final"
@@ -122,18 +113,10 @@ def test_sigterm_to_one_rank_stops_both_and_the_resume_is_bit_identical(tmp_path
     env = {**os.environ, **ENV, contract.ENV_CHECKPOINT_DIR: str(ckpt), contract.ENV_OUTPUT_DIR: str(out),
            contract.ENV_HOOK_DIR: str(hooks)}
     env.pop(contract.ENV_DEADLINE, None)
-    # Paced steps, so the notice lands in the middle of the first epoch.
-    run = subprocess.Popen([*torchrun(), *TRAIN, "--step-sleep", "0.05"], env=env, cwd=REPO,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for(lambda: _last_step(out) >= 12, 120, "the two ranks to reach step 12")
-        pids = torchrun_workers(run.pid)
-        assert set(pids) == {0, 1}, pids
-        os.kill(pids[1], signal.SIGTERM)  # one rank only: the other learns it in the next all-reduce
-        log, _ = run.communicate(timeout=120)
-    finally:
-        run.kill()
-    assert run.returncode != 0, log[-3000:]  # torchrun says 1 whatever its workers said
+    # Paced steps, so the notice lands in the middle of the first epoch; one rank only gets it,
+    # the other learns it in the next all-reduce.
+    code, log = sigterm_one_rank([*torchrun(), *TRAIN, "--step-sleep", "0.05"], env, out, 12, cwd=REPO)
+    assert code != 0, log[-3000:]  # torchrun says 1 whatever its workers said
     step, path, manifest = contract.latest_checkpoint(ckpt)
     assert manifest["reason"] == "preempted" and 12 <= step < 25, (step, log[-3000:])
     assert json.loads((hooks / contract.STOPPED_NAME).read_text())["step"] == step  # for the agent

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import subprocess
 from pathlib import Path
 
@@ -16,9 +15,9 @@ import torch
 
 from launcher import contract
 from launcher.testing import run_uninterrupted
-from trainers.common import load_state, read_jsonl
+from trainers.common import load_state
 from trainers.common import state as S
-from trainers.common.testing import assert_states_equal, torchrun, torchrun_workers
+from trainers.common.testing import assert_states_equal, sigterm_one_rank, torchrun
 from trainers.ham10000.data import ArchSampler, EpochBatches
 from trainers.ham10000.data import CLASSES, SPLIT_NAME
 from trainers.ham10000.report import COMPARISON_NAME, predictions_name, read_predictions
@@ -50,11 +49,7 @@ def test_two_ranks_split_the_one_process_order_with_the_same_augmentation():
         assert [i for b in EpochBatches(one, 4, seed=1) for i in b] == alone
 
 
-def _steps_logged(out: Path) -> int:
-    return max((r["step"] for r in read_jsonl(out / contract.METRICS_NAME)), default=0)
-
-
-def test_sigterm_to_one_rank_in_the_second_architecture_resumes_bit_exact(tmp_path, poll):
+def test_sigterm_to_one_rank_in_the_second_architecture_resumes_bit_exact(tmp_path):
     data = tmp_path / "data"
     argv = [*torchrun("trainers.ham10000"), *ARGS, "--data-dir", str(data)]
     ref_ckpt, _ = run_uninterrupted(argv, tmp_path / "reference", env=ENV, cwd=REPO)
@@ -72,16 +67,10 @@ def test_sigterm_to_one_rank_in_the_second_architecture_resumes_bit_exact(tmp_pa
     ckpt, out = tmp_path / "ckpt", tmp_path / "out"
     env = {**os.environ, **ENV, contract.ENV_CHECKPOINT_DIR: str(ckpt), contract.ENV_OUTPUT_DIR: str(out)}
     env.pop(contract.ENV_DEADLINE, None)
-    run = subprocess.Popen([*argv, "--step-sleep", "0.3"], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
-    try:
-        poll(lambda: _steps_logged(out) >= per_arch + 2, 300, run, "step 2 of the second architecture")
-        pids = torchrun_workers(run.pid)
-        assert set(pids) == {0, 1}, pids
-        os.kill(pids[1], signal.SIGTERM)  # one rank only: rank 0 learns it in the step's all-reduce
-        log, _ = run.communicate(timeout=300)
-    finally:
-        run.kill()
+    # Step 2 of the second architecture. One rank only gets the notice: the other learns it in
+    # the step's all-reduce.
+    code, log = sigterm_one_rank([*argv, "--step-sleep", "0.3"], env, out, per_arch + 2, cwd=REPO)
+    assert code != 0, log[-3000:]
     step, folder, manifest = contract.latest_checkpoint(ckpt)
     assert manifest["reason"] == "preempted" and per_arch < step < steps, (step, manifest, log[-3000:])
     assert contract.rank_rng_name(1) in manifest["files"]
