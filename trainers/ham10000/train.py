@@ -74,7 +74,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     m.add_argument("--pretrained", action="store_true",
                    help="start from torchvision's ImageNet weights (downloads them)")
     m.add_argument("--epochs", type=int, default=20, help="epochs per architecture" + _D)
-    m.add_argument("--batch-size", type=int, default=32, help="images per step" + _D)
+    m.add_argument("--batch-size", type=int, default=32,
+                   help="images per step on each process (torchrun: the global batch is N times it)" + _D)
     m.add_argument("--eval-batch-size", type=int, default=64, help="validation batch" + _D)
     m.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate" + _D)
     m.add_argument("--balance", choices=["none", "sampler", "loss"], default="none",
