@@ -3,11 +3,11 @@ for your own trainer too)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import torch
 
 from launcher import contract
+from trainers.common.metrics import read_jsonl
 
 # Keys whose values differ between two runs of the same training: wall clock and which attempt
 # wrote the checkpoint.
@@ -87,34 +88,30 @@ def torchrun_workers(parent: int) -> dict[int, int]:
     return out
 
 
-def last_step(out_dir: Path) -> int:
-    """The step of the last complete line of ``metrics.jsonl`` in ``out_dir`` (0 before any)."""
-    try:
-        lines = (Path(out_dir) / contract.METRICS_NAME).read_text().splitlines()
-        return int(json.loads(lines[-1])["step"]) if lines else 0
-    except (OSError, ValueError, KeyError, IndexError):  # not there yet, or a line being written
-        return 0
-
-
 def sigterm_one_rank(argv: list[str], env: dict[str, str], out_dir: Path, at_step: int, *,
                      rank: int = 1, cwd: Path | None = None, timeout: float = 300.0) -> tuple[int, str]:
     """Run the torchrun command ``argv``; once ``metrics.jsonl`` in ``out_dir`` reaches ``at_step``,
     send SIGTERM to rank ``rank`` alone (as a preemption notice that reached one process). Returns
-    torchrun's exit code and its output."""
-    run = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + timeout
-        while last_step(out_dir) < at_step:
-            if run.poll() is not None:
-                log = run.communicate()[0]
-                raise AssertionError(f"the run ended ({run.returncode}) before step {at_step}:\n{log[-3000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for step {at_step}")
-            time.sleep(0.02)
-        pids = torchrun_workers(run.pid)
-        assert rank in pids, f"no rank {rank} among torchrun's workers: {pids}"
-        os.kill(pids[rank], signal.SIGTERM)
-        log, _ = run.communicate(timeout=timeout)
-        return run.returncode, log
-    finally:
-        run.kill()
+    torchrun's exit code and its output (kept in a file: a pipe nobody reads while waiting would
+    block the run once it fills)."""
+    metrics = Path(out_dir) / contract.METRICS_NAME
+    with tempfile.TemporaryFile("w+") as log:
+        run = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while max((r.get("step", 0) for r in read_jsonl(metrics)), default=0) < at_step:
+                if run.poll() is not None:
+                    log.seek(0)
+                    raise AssertionError(f"the run ended ({run.returncode}) before step {at_step}:\n"
+                                         f"{log.read()[-3000:]}")
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"timed out after {timeout} s waiting for step {at_step}")
+                time.sleep(0.02)
+            pids = torchrun_workers(run.pid)
+            assert rank in pids, f"no rank {rank} among torchrun's workers: {pids}"
+            os.kill(pids[rank], signal.SIGTERM)
+            run.wait(timeout=timeout)
+        finally:
+            run.kill()
+        log.seek(0)
+        return run.returncode, log.read()

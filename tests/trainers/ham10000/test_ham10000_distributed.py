@@ -18,8 +18,7 @@ from launcher.testing import run_uninterrupted
 from trainers.common import load_state
 from trainers.common import state as S
 from trainers.common.testing import assert_states_equal, sigterm_one_rank, torchrun
-from trainers.ham10000.data import ArchSampler, EpochBatches
-from trainers.ham10000.data import CLASSES, SPLIT_NAME
+from trainers.ham10000.data import CLASSES, SPLIT_NAME, ArchSampler, EpochBatches
 from trainers.ham10000.report import COMPARISON_NAME, predictions_name, read_predictions
 
 REPO = Path(__file__).resolve().parents[3]
