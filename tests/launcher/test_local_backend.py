@@ -103,3 +103,15 @@ def test_down_twice_is_quiet(toy_task):
     launch("down", "1")
     r = launch("down", "1")
     assert "Job 1 CANCELLED" in r.stderr
+
+
+def test_an_agent_forked_but_not_yet_execed_is_running_not_lost(tmp_path):
+    """Between fork and exec the agent's process still shows its parent's command line (under
+    load this lasts long enough for a poll): its start time says it is ours."""
+    from launcher.backends.local import backend as local
+
+    me = os.getpid()  # a process whose command line is not the agent's, as a child before exec
+    handle = {"attempt_dir": str(tmp_path), "agent_pid": me, "agent_started": local._start_time(me)}
+    assert local.LocalBackend(root=tmp_path).poll(handle).state == local.RunState.RUNNING
+    handle["agent_started"] += 1  # another process that got the same pid later
+    assert local.LocalBackend(root=tmp_path).poll(handle).state == local.RunState.PREEMPTED

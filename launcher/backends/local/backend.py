@@ -25,8 +25,18 @@ from launcher.state import launch_home
 from launcher.workdir import iter_files
 
 
-def _pid_alive(pid: int | None, needle: str = "launcher.agent") -> bool:
-    """True if ``pid`` runs and is ours (guards against pid reuse)."""
+def _start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, /proc/PID/stat field 22), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _pid_alive(pid: int | None, started: int | None = None, needle: str = "launcher.agent") -> bool:
+    """True if ``pid`` runs and is ours (guards against pid reuse): its command line names the
+    agent, or, between fork and exec, when it still shows ours, it started when ours did."""
     if not pid:
         return False
     try:
@@ -37,7 +47,7 @@ def _pid_alive(pid: int | None, needle: str = "launcher.agent") -> bool:
                 return False
     except OSError:
         return False
-    return needle in cmd
+    return needle in cmd or (started is not None and _start_time(pid) == started)
 
 
 def _store_note(attempt_dir: Path) -> str:
@@ -102,14 +112,14 @@ class LocalBackend(Backend):
                 )
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        handle["agent_pid"] = proc.pid
+        handle["agent_pid"], handle["agent_started"] = proc.pid, _start_time(proc.pid)
 
     def poll(self, handle: dict[str, Any]) -> RunStatus:
         attempt_dir = Path(handle["attempt_dir"])
         code = _read_int(attempt_dir / agent_files.EXIT_CODE_NAME)
         if code is not None:
             return status_from_exit_code(code)
-        if _pid_alive(handle.get("agent_pid")):
+        if _pid_alive(handle.get("agent_pid"), handle.get("agent_started")):  # also before its exec
             return RunStatus(RunState.RUNNING, store=_store_note(attempt_dir))
         # Re-read: the agent may have written its exit code between the two checks.
         code = _read_int(attempt_dir / agent_files.EXIT_CODE_NAME)
